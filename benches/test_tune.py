@@ -1,0 +1,28 @@
+"""`pytest -m tune`: regenerate each selected model's tuning log for this CPU (about an hour a model here)."""
+
+from __future__ import annotations
+
+import pytest
+
+from cpubench.errors import UsageError
+from cpubench.tuning import DEFAULT_TRIALS, DEFAULT_TRIALS_PER_TASK, TuneBudget, tune_model
+
+
+@pytest.mark.tune
+def test_tune(suite, model_name, capsys):
+    settings = suite.settings
+    budget = TuneBudget(trials=settings.tune_trials or DEFAULT_TRIALS,
+                        trials_per_task=settings.tune_trials_per_task or DEFAULT_TRIALS_PER_TASK)
+    model = suite.model(model_name)
+    try:
+        with capsys.disabled():  # progress lines are for the person waiting, show them live
+            outcome = tune_model(model_name=model_name, onnx_path=suite.onnx_path(model_name),
+                                 input_shape=model.input_shape, tuning_logs=settings.tuning_logs,
+                                 threads=settings.threads, budget=budget, fresh=settings.tune_fresh,
+                                 rpc_tracker=settings.rpc_tracker, rpc_key=settings.rpc_key,
+                                 emit=lambda line: print(line, flush=True))
+    except UsageError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    meta = outcome.metadata
+    assert meta["coverage"].split()[0].split("/")[0] == meta["coverage"].split()[0].split("/")[1]
+    assert (outcome.log_dir / "database_tuning_record.json").stat().st_size > 0

@@ -1,0 +1,68 @@
+"""Backend registry: one module per runtime, the same small interface in each, imported only when selected."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..errors import UsageError
+from ..models import BuiltModel
+
+# name -> module (inside this package) that defines `Backend`; order is the report's row order.
+BACKENDS: dict[str, str] = {
+    "torch": "torch_eager",
+    "onnxruntime": "onnxruntime_cpu",
+    "tvm": "tvm_relax",
+    "tvm-tuned": "tvm_relax",
+}
+
+
+@dataclass
+class LoadContext:
+    """What every backend gets to build a model: the same model, ONNX export, threads and options."""
+
+    model: BuiltModel
+    onnx_path: Path
+    threads: int
+    tuning_logs: Path
+    info: dict[str, Any] = field(default_factory=dict)  # backends add context (versions, coverage...) here
+
+
+class Backend(Protocol):
+    name: str
+
+    def version(self) -> str: ...
+
+    def load(self, ctx: LoadContext) -> None:
+        """Build or compile the model; never timed."""
+
+    def prepare_inputs(self, batch: np.ndarray) -> Any:
+        """Turn a float32 NCHW array into what `forward` takes; not timed."""
+
+    def forward(self, inputs: Any) -> Any:
+        """One inference: the timed part."""
+
+    def to_numpy(self, outputs: Any) -> np.ndarray:
+        """Logits as a float32 array of shape (batch, classes); not timed."""
+
+
+class BackendUnavailable(Exception):
+    """The backend cannot run here; the message says why and how to fix it (shown as a skip)."""
+
+
+def validate_backend_names(names: list[str]) -> list[str]:
+    unknown = [n for n in names if n not in BACKENDS]
+    if unknown:
+        raise UsageError(f"--backends: unknown backend {', '.join(map(repr, unknown))}; "
+                         f"valid backends: {', '.join(BACKENDS)}")
+    return names
+
+
+def create_backend(name: str) -> Backend:
+    validate_backend_names([name])
+    module = importlib.import_module(f"{__name__}.{BACKENDS[name]}")
+    return module.create(name)

@@ -1,0 +1,143 @@
+"""The suite's command-line options: one group, validated at parse time so a wrong value fails before any build."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .cache import REPO_ROOT
+from .errors import UsageError
+
+
+def physical_cores() -> int:
+    try:
+        import psutil
+
+        cores = psutil.cpu_count(logical=False)
+    except ImportError:
+        cores = None
+    return max(1, min(cores or os.cpu_count() or 1, len(os.sched_getaffinity(0))))
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def name_list(text: str) -> list[str]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected a comma-separated list of names")
+    return list(dict.fromkeys(names))
+
+
+def host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+def add_options(parser) -> None:
+    from .backends import BACKENDS
+    from .models import MODELS
+
+    group = parser.getgroup("cpubench", "CPU inference backend comparison")
+    group.addoption("--models", type=name_list, default=list(MODELS), metavar="NAMES",
+                    help=f"comma-separated models to run ({', '.join(MODELS)}); default: all")
+    group.addoption("--backends", type=name_list, default=list(BACKENDS), metavar="NAMES",
+                    help=f"comma-separated backends to run ({', '.join(BACKENDS)}); default: all")
+    group.addoption("--threads", type=positive_int, default=None, metavar="N",
+                    help=f"threads for every backend alike; default: physical cores ({physical_cores()})")
+    group.addoption("--batch-size", type=positive_int, default=1, metavar="N",
+                    help="images per inference, for throughput runs; default: 1")
+    group.addoption("--weights", type=Path, default=None, metavar="PATH",
+                    help="torchvision ResNet18 checkpoint (e.g. resnet18-5c106cde.pth); default: torchvision's "
+                         "cache if it holds one, else a seeded initialisation")
+    group.addoption("--image", type=Path, default=None, metavar="PATH",
+                    help="photo to classify; default: fixtures/chelsea.png")
+    group.addoption("--results-dir", type=Path, default=REPO_ROOT / "results", metavar="DIR",
+                    help="where the report (Markdown, JSON, PNG chart) is written; default: results/")
+    group.addoption("--tuning-logs", type=Path, default=REPO_ROOT / "tuning_logs", metavar="DIR",
+                    help="stored MetaSchedule databases, per model and CPU; default: tuning_logs/")
+    group.addoption("--tune-trials", type=positive_int, default=None, metavar="N",
+                    help="`-m tune`: measured candidates in all, per model; default: 3000")
+    group.addoption("--tune-trials-per-task", type=positive_int, default=None, metavar="N",
+                    help="`-m tune`: most candidates for one task; default: 256")
+    group.addoption("--tune-fresh", action="store_true", default=False,
+                    help="`-m tune`: discard an unfinished run's measurements instead of resuming; default: resume")
+    group.addoption("--rpc-tracker", type=host_port, default=None, metavar="HOST:PORT",
+                    help="`-m tune`: measure candidates on devices of this TVM RPC tracker; default: this machine")
+    group.addoption("--rpc-key", default=None, metavar="KEY",
+                    help="`-m tune`: device key registered with --rpc-tracker; default: none")
+    group.addoption("--gate", action="store_true", default=False,
+                    help="fail the session when a backend/ONNX Runtime ratio leaves its stored band; default: off")
+    group.addoption("--gate-file", type=Path, default=REPO_ROOT / "benches" / "ratios.json", metavar="PATH",
+                    help="expected ratios for --gate and --gate-update; default: benches/ratios.json")
+    group.addoption("--gate-update", action="store_true", default=False,
+                    help="store this run's ratios as the expected ones in --gate-file; default: off")
+
+
+@dataclass(frozen=True)
+class Settings:
+    models: tuple[str, ...]
+    backends: tuple[str, ...]
+    threads: int
+    batch_size: int
+    weights: Path | None
+    image: Path | None
+    results_dir: Path
+    tuning_logs: Path
+    tune_trials: int | None
+    tune_trials_per_task: int | None
+    tune_fresh: bool
+    rpc_tracker: tuple[str, int] | None
+    rpc_key: str | None
+    gate: bool
+    gate_file: Path
+    gate_update: bool
+
+    @classmethod
+    def from_config(cls, config) -> Settings:
+        from .backends import validate_backend_names
+        from .models import MODELS
+
+        opt = config.getoption
+        models = opt("models")
+        unknown = [m for m in models if m not in MODELS]
+        if unknown:
+            raise UsageError(f"--models: unknown model {', '.join(map(repr, unknown))}; "
+                             f"valid models: {', '.join(MODELS)}")
+        backends = validate_backend_names(opt("backends"))
+        if (opt("rpc_tracker") is None) != (opt("rpc_key") is None):
+            raise UsageError("--rpc-tracker and --rpc-key go together: give both or neither")
+        settings = cls(
+            models=tuple(models), backends=tuple(backends), threads=opt("threads") or physical_cores(),
+            batch_size=opt("batch_size"), weights=opt("weights"), image=opt("image"),
+            results_dir=opt("results_dir"), tuning_logs=opt("tuning_logs"), tune_trials=opt("tune_trials"),
+            tune_trials_per_task=opt("tune_trials_per_task"), tune_fresh=opt("tune_fresh"),
+            rpc_tracker=opt("rpc_tracker"), rpc_key=opt("rpc_key"), gate=opt("gate"),
+            gate_file=opt("gate_file"), gate_update=opt("gate_update"),
+        )
+        if settings.weights is not None and not settings.weights.is_file():
+            raise UsageError(f"--weights: no such file: {settings.weights}")
+        if settings.image is not None and not settings.image.is_file():
+            raise UsageError(f"--image: no such file: {settings.image}")
+        return settings

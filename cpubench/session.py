@@ -1,0 +1,126 @@
+"""Per-session state: each (model, backend) is built once, its answer on the photo computed once, and every
+benchmark's numbers collected for the report."""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .backends import Backend, BackendUnavailable, LoadContext, create_backend
+from .errors import UsageError
+from .images import DEFAULT_IMAGE, load_image, make_batch
+from .models import BuiltModel, build_model
+from .onnx_export import export_onnx
+from .options import Settings
+
+
+@dataclass
+class LoadedBackend:
+    """A backend with the model built, its inputs ready and its answer on the photo."""
+
+    model: str
+    name: str
+    backend: Backend
+    inputs: Any
+    logits: np.ndarray  # (classes,) for the first image of the batch
+    load_seconds: float
+    info: dict[str, Any]
+
+    @property
+    def top1(self) -> int:
+        return int(np.argmax(self.logits))
+
+
+@dataclass
+class BenchResult:
+    model: str
+    backend: str
+    stats: dict[str, float]  # seconds: min, max, mean, stddev, median, p50, p90, p99; rounds; ips
+    top1: int
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class SuiteSession:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.image_path = Path(settings.image or DEFAULT_IMAGE)
+        self.image = load_image(self.image_path)
+        self._models: dict[str, BuiltModel] = {}
+        self._onnx: dict[str, Path] = {}
+        self._loaded: dict[tuple[str, str], LoadedBackend | BaseException] = {}
+        self.results: list[BenchResult] = []
+
+    @property
+    def default_image(self) -> bool:
+        return self.settings.image is None
+
+    def model(self, name: str) -> BuiltModel:
+        if name not in self._models:
+            self._models[name] = build_model(name, self.settings.weights if name == "resnet18" else None,
+                                             self.settings.batch_size)
+        return self._models[name]
+
+    def onnx_path(self, name: str) -> Path:
+        if name not in self._onnx:
+            self._onnx[name] = export_onnx(self.model(name))
+        return self._onnx[name]
+
+    def loaded(self, model: str, backend: str) -> LoadedBackend:
+        """Build once; a failure is remembered and raised again rather than retried for every test."""
+        key = (model, backend)
+        if key not in self._loaded:
+            try:
+                self._loaded[key] = self._load(model, backend)
+            except (UsageError, BackendUnavailable) as exc:
+                self._loaded[key] = exc
+        value = self._loaded[key]
+        if isinstance(value, BaseException):
+            raise value
+        return value
+
+    def _load(self, model_name: str, backend_name: str) -> LoadedBackend:
+        backend = create_backend(backend_name)
+        model = self.model(model_name)
+        ctx = LoadContext(model=model, onnx_path=self.onnx_path(model_name), threads=self.settings.threads,
+                          tuning_logs=self.settings.tuning_logs)
+        started = time.perf_counter()
+        backend.load(ctx)
+        inputs = backend.prepare_inputs(make_batch(self.image, self.settings.batch_size))
+        outputs = backend.forward(inputs)  # also the warm-up call: first-call allocations stay out of timing
+        load_seconds = time.perf_counter() - started
+        logits = backend.to_numpy(outputs)
+        if logits.shape != (self.settings.batch_size, 1000):
+            raise UsageError(f"{backend_name} returned logits of shape {logits.shape} for {model_name}, "
+                             f"expected ({self.settings.batch_size}, 1000)")
+        return LoadedBackend(model_name, backend_name, backend, inputs, logits[0], load_seconds, ctx.info)
+
+
+def percentile_stats(data_seconds: list[float], batch_size: int) -> dict[str, float]:
+    data = np.asarray(data_seconds, dtype=np.float64)
+    median = float(np.median(data))
+    return {
+        "rounds": int(data.size),
+        "min": float(data.min()), "max": float(data.max()),
+        "mean": float(data.mean()), "stddev": float(data.std(ddof=1)) if data.size > 1 else 0.0,
+        "median": median,
+        "p50": float(np.percentile(data, 50)), "p90": float(np.percentile(data, 90)),
+        "p99": float(np.percentile(data, 99)),
+        "ips": batch_size / median if median > 0 else float("nan"),
+    }
+
+
+def machine_summary() -> dict[str, str]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu_name": cpu, "python": platform.python_version()}

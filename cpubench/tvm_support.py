@@ -1,0 +1,196 @@
+"""Apache TVM (Relax + MetaSchedule) plumbing shared by the TVM backends and the tuner.
+
+TVM 0.25+ has neither Relay nor AutoTVM. The seed's `autotvm.apply_graph_best(log)` becomes: lower the
+Relax module to TIR, then `MetaScheduleApplyDatabase` inside a `JSONDatabase` context; this module does
+both, and checks that every tunable function found a record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import UsageError
+
+DB_FILES = ("database_workload.json", "database_tuning_record.json")
+METADATA_FILE = "metadata.json"
+SCHEDULED_ATTR = "tirx.is_scheduled"
+
+
+def host_cpu() -> str:
+    import tvm
+
+    return str(tvm.target.codegen.llvm_get_system_cpu())
+
+
+def host_target(threads: int) -> Any:
+    """The LLVM target for this CPU; `num-cores` is what MetaSchedule and the runtime parallelise over."""
+    import tvm
+
+    return tvm.target.Target({"kind": "llvm", "mcpu": host_cpu(), "num-cores": int(threads)})
+
+
+def target_key(target: Any) -> str:
+    """Folder name under tuning_logs/<model>/ for a target: CPU name and core count, e.g. `znver4-2c`."""
+    attrs = target.attrs
+    return f"{attrs.get('mcpu', 'generic')}-{int(attrs.get('num-cores', 1))}c"
+
+
+def set_runtime_threads(threads: int) -> None:
+    """TVM's thread pool reads TVM_NUM_THREADS when it starts; set it and reconfigure a running pool."""
+    os.environ["TVM_NUM_THREADS"] = str(threads)
+    import tvm
+
+    config = tvm.get_global_func("runtime.config_threadpool", allow_missing=True)
+    if config is not None:
+        config(1, threads)  # 1 = big cores (all cores on this kind of machine)
+
+
+def import_onnx(onnx_path: Path, input_shape: tuple[int, ...], input_name: str = "input") -> Any:
+    """Relax module from the ONNX file, weights bound as constants so that weight-only work folds away."""
+    import onnx
+    from tvm.relax.frontend.onnx import from_onnx
+
+    return from_onnx(onnx.load(str(onnx_path)), shape_dict={input_name: list(input_shape)})
+
+
+def lower_for_tuning(mod: Any, target: Any) -> Any:
+    """Relax graph -> fused TIR functions, the form whose functions MetaSchedule tunes and applies records to.
+
+    Convolutions run in NHWC: the channel axis is innermost, which is what the CPU's vector units need and
+    what MetaSchedule's tiling finds fast schedules for. Weights are marked layout-free so a tuned schedule may
+    repack them; the repacking runs once, at compile time, on the constant weights (see `finish_tuned`).
+    """
+    import tvm
+    from tvm import relax
+
+    passes = [
+        relax.transform.DecomposeOpsForInference(),
+        relax.transform.CanonicalizeBindings(),
+        relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]}),
+        relax.get_pipeline("zero"),
+        relax.transform.AttachAttrLayoutFreeBuffers(),
+    ]
+    with target:
+        return tvm.transform.Sequential(passes)(mod)
+
+
+def tunable_functions(lowered: Any) -> list[str]:
+    """Names of the TIR functions MetaSchedule would tune (those not scheduled already)."""
+    import tvm
+
+    names = []
+    for gv, func in lowered.functions.items():
+        if isinstance(func, tvm.tirx.PrimFunc) and not (func.attrs and func.attrs.get(SCHEDULED_ATTR, False)):
+            names.append(gv.name_hint)
+    return sorted(names)
+
+
+def check_database_files(log_dir: Path) -> None:
+    """Fail with the file's name when a tuning log is missing, unreadable or not JSON lines."""
+    for name in DB_FILES:
+        path = log_dir / name
+        if not path.is_file():
+            raise UsageError(f"tuning log {path} is missing; regenerate it with `pytest -m tune`")
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"tuning log {path} cannot be read ({exc}); regenerate it with `pytest -m tune`") from None
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UsageError(f"tuning log {path} is corrupt at line {number} ({exc.msg}); "
+                                 "restore it from git or regenerate it with `pytest -m tune`") from None
+
+
+def open_database(log_dir: Path) -> Any:
+    from tvm.s_tir import meta_schedule as ms
+
+    check_database_files(log_dir)
+    try:
+        return ms.database.JSONDatabase(work_dir=str(log_dir), allow_missing=False)
+    except Exception as exc:  # TVM raises its own error types from C++
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"tuning log in {log_dir} cannot be loaded by TVM ({first}); "
+                         "regenerate it with `pytest -m tune`") from None
+
+
+def database_digest(log_dir: Path) -> str:
+    h = hashlib.sha256()
+    for name in DB_FILES:
+        h.update((log_dir / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class Coverage:
+    """Which tunable functions of a model found a tuning record."""
+
+    tunable: list[str]
+    missing: list[str] = field(default_factory=list)
+
+    @property
+    def covered(self) -> int:
+        return len(self.tunable) - len(self.missing)
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing
+
+    def summary(self) -> str:
+        return f"{self.covered}/{len(self.tunable)} tuned functions"
+
+
+def apply_database(lowered: Any, target: Any, database: Any) -> tuple[Any, Coverage]:
+    """Apply the stored best schedules (today's `apply_graph_best`) and report what found no record."""
+    from tvm import relax
+
+    tunable = tunable_functions(lowered)
+    with target, database:
+        applied = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(lowered)
+    still_unscheduled = set(tunable_functions(applied))
+    return applied, Coverage(tunable=tunable, missing=sorted(n for n in tunable if n in still_unscheduled))
+
+
+def finish_tuned(applied: Any, target: Any) -> Any:
+    """Move the weight repacking that tuned schedules asked for out of the hot path: fold it into constants."""
+    import tvm
+    from tvm import relax
+
+    with target:
+        return tvm.transform.Sequential([
+            relax.transform.SplitLayoutRewritePreproc(),
+            relax.transform.FoldConstant(),
+        ])(applied)
+
+
+def compile_module(mod: Any, target: Any, out_path: Path) -> None:
+    """Compile a Relax module and export it as a shared library at `out_path` (written atomically)."""
+    import tvm
+
+    executable = tvm.compile(mod, target=target)
+    tmp = out_path.with_name(f".{out_path.name}.tmp{os.getpid()}.so")
+    executable.export_library(str(tmp))
+    os.replace(tmp, out_path)
+
+
+def load_vm(lib_path: Path) -> Any:
+    import tvm
+    from tvm import relax
+
+    return relax.VirtualMachine(tvm.runtime.load_module(str(lib_path)), tvm.cpu())
+
+
+def to_numpy(value: Any) -> Any:
+    import numpy as np
+
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "Array":
+        value = value[0]
+    return np.asarray(value.numpy(), dtype=np.float32)
