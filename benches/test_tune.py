@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from cpubench import tvm_support as tv
 from cpubench.errors import UsageError
 from cpubench.tuning import DEFAULT_TRIALS, DEFAULT_TRIALS_PER_TASK, TuneBudget, tune_model
 
@@ -16,7 +17,8 @@ def test_tune(suite, model_name, capsys):
     model = suite.model(model_name)
     try:
         with capsys.disabled():  # progress lines are for the person waiting, show them live
-            outcome = tune_model(model_name=model_name, onnx_path=suite.onnx_path(model_name),
+            outcome = tune_model(model_name=model_name,
+                                 relax_mod=tv.import_onnx(suite.onnx_path(model_name), model.input_shape),
                                  input_shape=model.input_shape, tuning_logs=settings.tuning_logs,
                                  threads=settings.threads, budget=budget, fresh=settings.tune_fresh,
                                  rpc_tracker=settings.rpc_tracker, rpc_key=settings.rpc_key,

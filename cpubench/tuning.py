@@ -26,8 +26,8 @@ from .errors import UsageError
 DEFAULT_TRIALS = 3000
 DEFAULT_TRIALS_PER_TASK = 256
 # Candidates built and measured per search round. Each round pays a fixed cost (evolutionary search,
-# cost-model update); 32 keeps that cost small next to the builds while the cost model is still updated often.
-TRIALS_PER_ITER = 32
+# cost-model update, a new builder pool); 64 keeps that cost small next to the builds.
+TRIALS_PER_ITER = 64
 # A candidate whose code takes longer than this to compile (huge explicit unrolls) is dropped: on a 2-core
 # machine one such build stalls half the builder pool, and these candidates are not the fast ones.
 BUILD_TIMEOUT_S = 15.0
@@ -124,6 +124,25 @@ class ProgressReporter:
                   f"~{_fmt_duration(left)} left | {self.rate_per_min:.1f} trials/min | {best}")
 
 
+def build_candidate(mod: Any, target: Any, _params: Any) -> Any:
+    """MetaSchedule's default build without `import tvm.s_tir.tensor_intrin`.
+
+    The default build function imports every tensor intrinsic TVM knows (23 s of CPU here) in each builder
+    process, and the builder starts new processes every round: on 2 cores that import, not compiling, was
+    most of the tuning time. Float32 CPU schedules use no tensor intrinsic, so it is not needed.
+    """
+    from tvm.driver import build as tvm_build
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+    return tvm_build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod), target=target)
+
+
+def make_builder(timeout_s: float) -> Any:
+    from tvm.s_tir import meta_schedule as ms
+
+    return ms.builder.LocalBuilder(timeout_sec=timeout_s, f_build=build_candidate)
+
+
 def _measure_callbacks(reporter: ProgressReporter) -> list[Any]:
     from tvm.ir.utils import derived_object
     from tvm.s_tir import meta_schedule as ms
@@ -178,7 +197,7 @@ def search(tasks: list[Any], target: Any, work_dir: Path, budget: TuneBudget, ru
 
     contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
         tasks, work_dir=str(work_dir), num_threads="physical", seed=seed)
-    builder = ms.builder.LocalBuilder(timeout_sec=BUILD_TIMEOUT_S)
+    builder = make_builder(BUILD_TIMEOUT_S)
     ms.tune.tune_tasks(
         tasks=contexts, task_weights=weights, work_dir=str(work_dir),
         max_trials_global=reporter.planned, max_trials_per_task=budget.trials_per_task,
@@ -197,7 +216,7 @@ def remeasure(tasks: list[Any], target: Any, source_db: Any, top_k: int, runner:
     from tvm.s_tir import meta_schedule as ms
 
     clean_db = ms.database.MemoryDatabase()
-    builder = ms.builder.LocalBuilder(timeout_sec=60)
+    builder = make_builder(60)
     per_task: list[dict[str, Any]] = []
     for task in tasks:
         mod = task.dispatched[0]
@@ -210,9 +229,11 @@ def remeasure(tasks: list[Any], target: Any, source_db: Any, top_k: int, runner:
         built = builder.build([ms.builder.BuilderInput(c.sch.mod, target) for c in candidates])
         inputs, kept = [], []
         for record, cand, result in zip(records, candidates, built, strict=False):
-            if result.error_msg is None:
-                inputs.append(ms.runner.RunnerInput(result.artifact_path, target.kind.name, cand.args_info))
-                kept.append(record)
+            if result.error_msg is not None:
+                emit(f"[remeasure] {task.task_name}: build failed: {result.error_msg.strip().splitlines()[-1]}")
+                continue
+            inputs.append(ms.runner.RunnerInput(result.artifact_path, "cpu", cand.args_info))
+            kept.append(record)
         results = [f.result() for f in runner.run(inputs)] if inputs else []
         for result in built:
             if result.artifact_path:
@@ -221,6 +242,7 @@ def remeasure(tasks: list[Any], target: Any, source_db: Any, top_k: int, runner:
         best = math.inf
         for record, result in zip(kept, results, strict=False):
             if result.error_msg is not None or not result.run_secs:
+                emit(f"[remeasure] {task.task_name}: run failed: {(result.error_msg or '').strip().splitlines()[-1:]}")
                 continue
             secs = sorted(float(x) for x in result.run_secs)
             best = min(best, secs[len(secs) // 2])
@@ -266,7 +288,7 @@ def replace_log(staging: Path, destination: Path) -> None:
 def tune_model(
     *,
     model_name: str,
-    onnx_path: Path,
+    relax_mod: Any,
     input_shape: tuple[int, ...],
     tuning_logs: Path,
     threads: int,
@@ -291,7 +313,7 @@ def tune_model(
         shutil.rmtree(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
 
-    lowered = tv.lower_for_tuning(tv.import_onnx(onnx_path, input_shape), target)
+    lowered = tv.lower_for_tuning(relax_mod, target)
     tasks = extract(lowered, target)
     already = count_records(work_dir)
     planned = max(0, budget.trials - already)

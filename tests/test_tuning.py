@@ -1,0 +1,217 @@
+"""Tuning end to end on a tiny model: store, apply, coverage, corruption, interruption, RPC."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from tiny import TINY_SHAPE, tiny_relax
+
+from cpubench import tvm_support as tv
+from cpubench.errors import UsageError
+from cpubench.tuning import TuneBudget, count_records, tune_model
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def lowered_tiny(onnx_path, threads=1):
+    target = tv.host_target(threads)
+    return tv.lower_for_tuning(tiny_relax(onnx_path), target), target
+
+
+def test_tuning_stores_pruned_log_with_metadata(tiny_tuned):
+    outcome, lines = tiny_tuned
+    log_dir = outcome.log_dir
+    assert log_dir.name == tv.target_key(tv.host_target(1))
+    assert {p.name for p in log_dir.iterdir()} == {*tv.DB_FILES, tv.METADATA_FILE}
+    meta = json.loads((log_dir / tv.METADATA_FILE).read_text())
+    for key in ("tvm_version", "target", "cpu", "trials", "date", "model_latency_ms", "trials_per_minute"):
+        assert meta[key] is not None, key
+    assert meta["model_latency_ms"] > 0
+    # Pruned: one record per workload.
+    records = (log_dir / tv.DB_FILES[1]).read_text().splitlines()
+    workloads = (log_dir / tv.DB_FILES[0]).read_text().splitlines()
+    assert len(records) == len(workloads) == len(meta["tasks"])
+    assert any("trials/min" in line and "best model" in line for line in lines), lines
+
+
+def test_stored_log_applies_with_full_coverage(tiny_tuned, tiny_onnx):
+    outcome, _ = tiny_tuned
+    lowered, target = lowered_tiny(tiny_onnx)
+    applied, coverage = tv.apply_database(lowered, target, tv.open_database(outcome.log_dir))
+    assert coverage.complete and coverage.covered == len(coverage.tunable) > 0
+    assert tv.tunable_functions(applied) == []
+
+
+def test_stripped_log_names_the_functions_without_records(tiny_tuned, tiny_onnx, tmp_path):
+    outcome, _ = tiny_tuned
+    stripped = tmp_path / "stripped"
+    shutil.copytree(outcome.log_dir, stripped)
+    records = (stripped / tv.DB_FILES[1]).read_text().splitlines()
+    (stripped / tv.DB_FILES[1]).write_text("\n".join(records[1:]) + "\n")
+    lowered, target = lowered_tiny(tiny_onnx)
+    _, coverage = tv.apply_database(lowered, target, tv.open_database(stripped))
+    assert len(coverage.missing) == 1
+    assert coverage.missing[0] in coverage.tunable
+
+
+def test_tvm_tuned_backend_refuses_incomplete_log(tiny_tuned, tiny_onnx, tmp_path, monkeypatch):
+    from tiny import tiny_model
+
+    from cpubench.backends import LoadContext, create_backend
+
+    monkeypatch.setenv("CPUBENCH_CACHE", str(tmp_path / "cache"))
+    outcome, _ = tiny_tuned
+    logs = tmp_path / "logs"
+    shutil.copytree(outcome.log_dir, logs / "tiny" / outcome.log_dir.name)
+    record_file = logs / "tiny" / outcome.log_dir.name / tv.DB_FILES[1]
+    record_file.write_text("\n".join(record_file.read_text().splitlines()[1:]) + "\n")
+    ctx = LoadContext(model=tiny_model(), onnx_path=tiny_onnx, threads=1, tuning_logs=logs)
+    with pytest.raises(UsageError) as err:
+        create_backend("tvm-tuned").load(ctx)
+    message = str(err.value)
+    assert "has no record for 1 of" in message and "pytest -m tune --models tiny" in message
+
+
+def test_tvm_tuned_backend_runs_with_complete_log(tiny_tuned, tiny_onnx, tmp_path, monkeypatch):
+    import numpy as np
+    from tiny import tiny_model
+
+    from cpubench.backends import LoadContext, create_backend
+
+    monkeypatch.setenv("CPUBENCH_CACHE", str(tmp_path / "cache"))
+    outcome, _ = tiny_tuned
+    model = tiny_model()
+    ctx = LoadContext(model=model, onnx_path=tiny_onnx, threads=1, tuning_logs=outcome.log_dir.parent.parent)
+    backend = create_backend("tvm-tuned")
+    backend.load(ctx)
+    assert ctx.info["tuning_coverage"].startswith(f"{ctx.info['tunable_functions']}/")
+    x = np.random.default_rng(0).standard_normal(TINY_SHAPE).astype("float32")
+    import torch
+
+    expected = model.module(torch.from_numpy(x)).detach().numpy()
+    got = backend.to_numpy(backend.forward(backend.prepare_inputs(x)))
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_corrupt_log_names_the_file(tiny_tuned, tmp_path):
+    outcome, _ = tiny_tuned
+    broken = tmp_path / "broken"
+    shutil.copytree(outcome.log_dir, broken)
+    path = broken / tv.DB_FILES[1]
+    path.write_text(path.read_text()[: len(path.read_text()) // 2] + "\n")
+    with pytest.raises(UsageError, match=str(path)):
+        tv.open_database(broken)
+    missing = tmp_path / "missing"
+    shutil.copytree(outcome.log_dir, missing)
+    (missing / tv.DB_FILES[0]).unlink()
+    with pytest.raises(UsageError, match="database_workload.json is missing"):
+        tv.open_database(missing)
+
+
+def test_missing_log_skips_with_the_command_to_make_one(tiny_onnx, tmp_path):
+    from tiny import tiny_model
+
+    from cpubench.backends import BackendUnavailable, LoadContext, create_backend
+
+    ctx = LoadContext(model=tiny_model(), onnx_path=tiny_onnx, threads=1, tuning_logs=tmp_path)
+    with pytest.raises(BackendUnavailable, match=r"pytest -m tune --models tiny"):
+        create_backend("tvm-tuned").load(ctx)
+
+
+TUNE_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+from pathlib import Path
+from tiny import TINY_SHAPE, tiny_relax
+from cpubench.tuning import TuneBudget, tune_model
+tune_model(model_name="tiny", relax_mod=tiny_relax(Path({onnx!r})), input_shape=TINY_SHAPE,
+           tuning_logs=Path({logs!r}), threads=1, work_dir=Path({work!r}), seed=1,
+           budget=TuneBudget(trials={trials}, trials_per_task=64, trials_per_iter=4, remeasure_top_k=1),
+           emit=lambda line: print(line, flush=True))
+"""
+
+
+def run_tune_script(tmp_path, tiny_onnx, logs, work, trials):
+    script = tmp_path / "tune.py"
+    script.write_text(TUNE_SCRIPT.format(tests=str(Path(__file__).parent), onnx=str(tiny_onnx), logs=str(logs),
+                                         work=str(work), trials=trials))
+    return subprocess.Popen([sys.executable, str(script)], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def test_interrupted_tuning_leaves_stored_log_untouched_and_resumes(tiny_tuned, tiny_onnx, tmp_path):
+    outcome, _ = tiny_tuned
+    logs = tmp_path / "logs"
+    stored = logs / "tiny" / outcome.log_dir.name
+    shutil.copytree(outcome.log_dir, stored)
+    before = {p.name: p.read_bytes() for p in stored.iterdir()}
+    work = tmp_path / "work"
+    proc = run_tune_script(tmp_path, tiny_onnx, logs, work, trials=400)
+    deadline = time.monotonic() + 240
+    while count_records(work) < 4 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+    assert proc.poll() is None, f"tuning ended before it could be interrupted:\n{proc.communicate()[0]}"
+    os.killpg(proc.pid, signal.SIGKILL)  # the harshest interruption: no handler runs
+    proc.wait()
+    after = {p.name: p.read_bytes() for p in stored.iterdir()}
+    assert after == before
+    assert not [p for p in stored.parent.iterdir() if p.name != stored.name and not p.name.startswith(".")]
+    measured = count_records(work)
+    assert measured >= 4
+    # The rerun resumes: it counts what the killed run measured and plans only the rest.
+    proc = run_tune_script(tmp_path, tiny_onnx, logs, work, trials=measured + 4)
+    output = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, output
+    assert f"{measured} candidates already measured" in output and ", 4 to go" in output
+    assert (stored / tv.METADATA_FILE).read_bytes() != before[tv.METADATA_FILE]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_tuning_through_rpc_tracker(tiny_onnx, tmp_path):
+    port = free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    tracker = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1",
+                                "--port", str(port), "--port-end", str(port + 1)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    server = None
+    try:
+        time.sleep(2)
+        server = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1",
+                                   "--tracker", f"127.0.0.1:{port}", "--key", "test-board"], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        time.sleep(3)
+        lines: list[str] = []
+        outcome = tune_model(model_name="tiny", relax_mod=tiny_relax(tiny_onnx), input_shape=TINY_SHAPE,
+                             tuning_logs=tmp_path / "logs", threads=1, work_dir=tmp_path / "work", seed=2,
+                             budget=TuneBudget(trials=8, trials_per_task=4, trials_per_iter=4, remeasure_top_k=1),
+                             rpc_tracker=("127.0.0.1", port), rpc_key="test-board", emit=lines.append)
+        meta = outcome.metadata
+        assert meta["measured_on"] == f"rpc 127.0.0.1:{port} key test-board"
+        assert meta["trials"] >= 4 and meta["coverage"].startswith(str(len(meta["tasks"])))
+    finally:
+        for proc in (server, tracker):
+            if proc is not None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def test_unreachable_tracker_is_a_clear_error(tiny_onnx, tmp_path):
+    with pytest.raises(UsageError, match=r"--rpc-tracker 127\.0\.0\.1:\d+: cannot reach"):
+        tune_model(model_name="tiny", relax_mod=tiny_relax(tiny_onnx), input_shape=TINY_SHAPE,
+                   tuning_logs=tmp_path / "logs", threads=1, work_dir=tmp_path / "work",
+                   budget=TuneBudget(trials=4), rpc_tracker=("127.0.0.1", free_port()), rpc_key="nobody",
+                   emit=lambda line: None)
