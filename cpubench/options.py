@@ -87,10 +87,9 @@ def add_options(parser) -> None:
                     help="`-m tune`: measure candidates on devices of this TVM RPC tracker; default: this machine")
     group.addoption("--rpc-key", default=None, metavar="KEY",
                     help="`-m tune`: device key registered with --rpc-tracker; default: none")
-    group.addoption("--gate", action="store_true", default=False,
-                    help="fail the session when a backend/ONNX Runtime ratio leaves its stored band; default: off")
     group.addoption("--gate-file", type=Path, default=REPO_ROOT / "benches" / "ratios.json", metavar="PATH",
-                    help="expected ratios for --gate and --gate-update; default: benches/ratios.json")
+                    help="expected backend/onnxruntime ratios per machine, checked by "
+                         "test_ratio_gate; default: benches/ratios.json")
     group.addoption("--gate-update", action="store_true", default=False,
                     help="store this run's ratios as the expected ones in --gate-file; default: off")
 
@@ -110,7 +109,6 @@ class Settings:
     tune_fresh: bool
     rpc_tracker: tuple[str, int] | None
     rpc_key: str | None
-    gate: bool
     gate_file: Path
     gate_update: bool
 
@@ -133,7 +131,7 @@ class Settings:
             batch_size=opt("batch_size"), weights=opt("weights"), image=opt("image"),
             results_dir=opt("results_dir"), tuning_logs=opt("tuning_logs"), tune_trials=opt("tune_trials"),
             tune_trials_per_task=opt("tune_trials_per_task"), tune_fresh=opt("tune_fresh"),
-            rpc_tracker=opt("rpc_tracker"), rpc_key=opt("rpc_key"), gate=opt("gate"),
+            rpc_tracker=opt("rpc_tracker"), rpc_key=opt("rpc_key"),
             gate_file=opt("gate_file"), gate_update=opt("gate_update"),
         )
         if settings.weights is not None and not settings.weights.is_file():

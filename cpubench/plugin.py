@@ -106,6 +106,7 @@ def pytest_benchmark_update_machine_info(config, machine_info) -> None:
     machine_info["backend_versions"] = backend_versions()
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     if SESSION_KEY not in config.stash:
         return
@@ -115,3 +116,15 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     from .report import write_report
 
     write_report(suite, terminalreporter)
+    if suite.settings.gate_update:
+        from . import gate
+
+        settings = suite.settings
+        key = gate.machine_key(settings.threads, settings.batch_size)
+        try:
+            gate.update(settings.gate_file, key, suite.results,
+                        {"cpu_name": machine_summary()["cpu_name"], "threads": settings.threads})
+        except UsageError as exc:
+            terminalreporter.write_line(f"gate update failed: {exc}", red=True)
+        else:
+            terminalreporter.write_line(f"expected ratios for {key} stored in {settings.gate_file}")

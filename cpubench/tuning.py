@@ -9,6 +9,7 @@ tunable function, times the whole tuned model, and only then replaces `tuning_lo
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -87,6 +88,7 @@ class ProgressReporter:
         self.done = 0
         self.failed = 0
         self.tasks: dict[int, TaskProgress] = {}
+        self.total_tasks = 0
 
     @property
     def elapsed(self) -> float:
@@ -96,32 +98,37 @@ class ProgressReporter:
     def rate_per_min(self) -> float:
         return 60.0 * self.done / self.elapsed if self.elapsed > 0 else 0.0
 
-    def estimated_model_ms(self, total_tasks: int) -> tuple[float | None, int]:
+    def estimated_model_ms(self) -> tuple[float | None, int]:
         measured = [t for t in self.tasks.values() if math.isfinite(t.best_s)]
         if not measured:
             return None, 0
         return 1e3 * sum(t.weight * t.best_s for t in measured), len(measured)
 
+    def built(self, count: int, failed: int) -> None:
+        """A round of candidates finished building (they are timed right after): count them, print a line."""
+        self.done += count
+        self.failed += failed
+        left = (self.planned - self.done) / (self.rate_per_min / 60.0) if self.rate_per_min > 0 else math.inf
+        model_ms, measured = self.estimated_model_ms()
+        best = (f"best model ≈ {model_ms:.1f} ms ({measured}/{self.total_tasks} tasks timed)"
+                if model_ms else "best model: not known yet")
+        self.emit(f"[tune {self.label}] {min(self.done, self.planned)}/{self.planned} trials | "
+                  f"{_fmt_duration(self.elapsed)} elapsed, ~{_fmt_duration(left)} left | "
+                  f"{self.rate_per_min:.1f} trials/min | {best}")
+
     def observe(self, task_scheduler: Any, task_id: int, runner_results: list[Any]) -> None:
+        """Measured results of one task (MetaSchedule hands them over when it next joins that task)."""
+        self.total_tasks = len(task_scheduler.tasks_)
         if task_id not in self.tasks:
             record = task_scheduler.tasks_[task_id]
             self.tasks[task_id] = TaskProgress(str(record.ctx.task_name), float(record.task_weight),
                                                float(record.flop))
         task = self.tasks[task_id]
         for result in runner_results:
-            self.done += 1
             task.trials += 1
-            if result.error_msg is not None or not result.run_secs:
-                self.failed += 1
-                continue
-            secs = [float(x) for x in result.run_secs]
-            task.best_s = min(task.best_s, sorted(secs)[len(secs) // 2])
-        total = len(task_scheduler.tasks_)
-        model_ms, measured = self.estimated_model_ms(total)
-        left = (self.planned - self.done) / (self.rate_per_min / 60.0) if self.rate_per_min > 0 else math.inf
-        best = f"best model ≈ {model_ms:.1f} ms ({measured}/{total} tasks measured)" if model_ms else "best: n/a"
-        self.emit(f"[tune {self.label}] {self.done}/{self.planned} trials | {_fmt_duration(self.elapsed)} elapsed, "
-                  f"~{_fmt_duration(left)} left | {self.rate_per_min:.1f} trials/min | {best}")
+            if result.error_msg is None and result.run_secs:
+                secs = sorted(float(x) for x in result.run_secs)
+                task.best_s = min(task.best_s, secs[len(secs) // 2])
 
 
 def build_candidate(mod: Any, target: Any, _params: Any) -> Any:
@@ -137,10 +144,33 @@ def build_candidate(mod: Any, target: Any, _params: Any) -> Any:
     return tvm_build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod), target=target)
 
 
-def make_builder(timeout_s: float) -> Any:
+def make_builder(timeout_s: float, reporter: ProgressReporter | None = None, scheduler: Any = None) -> Any:
+    """LocalBuilder with the lean build function. With a reporter and scheduler, each round also
+
+    - first commits every measured-but-unjoined round to the database: MetaSchedule joins a task's results
+      only when it picks that task again (after a whole round-robin of all tasks at the start), so a run
+      killed in its first half hour would otherwise leave nothing to resume from;
+    - prints a progress line once built.
+    """
+    from tvm.ir.utils import derived_object
     from tvm.s_tir import meta_schedule as ms
 
-    return ms.builder.LocalBuilder(timeout_sec=timeout_s, f_build=build_candidate)
+    local = ms.builder.LocalBuilder(timeout_sec=timeout_s, f_build=build_candidate)
+    if reporter is None:
+        return local
+
+    @derived_object
+    class _ReportingBuilder(ms.builder.PyBuilder):
+        def build(self, build_inputs):
+            if scheduler is not None:
+                for task_id, record in enumerate(scheduler.tasks_):
+                    if record.runner_futures is not None:
+                        scheduler.join_running_task(task_id)
+            results = local.build(build_inputs)
+            reporter.built(len(results), sum(r.error_msg is not None for r in results))
+            return results
+
+    return _ReportingBuilder()
 
 
 def _measure_callbacks(reporter: ProgressReporter) -> list[Any]:
@@ -195,15 +225,18 @@ def search(tasks: list[Any], target: Any, work_dir: Path, budget: TuneBudget, ru
     """MetaSchedule's evolutionary search with an XGBoost cost model, records appended to work_dir."""
     from tvm.s_tir import meta_schedule as ms
 
+    # MetaSchedule's own per-round tables go to work_dir/logs; the console gets our progress line instead.
+    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
     contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
         tasks, work_dir=str(work_dir), num_threads="physical", seed=seed)
-    builder = make_builder(BUILD_TIMEOUT_S)
+    scheduler = ms.task_scheduler.TaskScheduler.create("gradient")
+    builder = make_builder(BUILD_TIMEOUT_S, reporter, scheduler)
     ms.tune.tune_tasks(
         tasks=contexts, task_weights=weights, work_dir=str(work_dir),
         max_trials_global=reporter.planned, max_trials_per_task=budget.trials_per_task,
         num_trials_per_iter=budget.trials_per_iter, builder=builder, runner=runner,
         database=ms.database.JSONDatabase(work_dir=str(work_dir)),
-        measure_callbacks=_measure_callbacks(reporter), task_scheduler="gradient")
+        measure_callbacks=_measure_callbacks(reporter), task_scheduler=scheduler)
 
 
 def remeasure(tasks: list[Any], target: Any, source_db: Any, top_k: int, runner: Any,
@@ -252,7 +285,7 @@ def remeasure(tasks: list[Any], target: Any, source_db: Any, top_k: int, runner:
         per_task.append({"task": task.task_name, "weight": int(task.weight),
                          "best_us": round(best * 1e6, 1) if math.isfinite(best) else None})
         emit(f"[remeasure] {task.task_name}: {len(kept)} finalists, best "
-             f"{best * 1e6:.0f} us" if math.isfinite(best) else f"[remeasure] {task.task_name}: no valid finalist")
+             f"{best * 1e6:.1f} us" if math.isfinite(best) else f"[remeasure] {task.task_name}: no valid finalist")
     return clean_db, per_task
 
 

@@ -1,0 +1,33 @@
+# One command each: `make bench` runs the comparison, `make test` runs the suite's tests.
+# Both create the project virtualenv (.venv) first if it is missing.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: bench test quick tune gate gate-update lint clean-cache
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+bench: $(VENV)/.installed  ## the four-backend comparison, report in results/
+	$(PY) -m pytest benches/ $(PYTEST_ARGS)
+
+test: $(VENV)/.installed  ## the suite's own tests, then the benchmarks in quick mode with the ratio gate
+	$(PY) -m pytest tests/ $(PYTEST_ARGS)
+	$(PY) -m pytest benches/ --benchmark-max-time=0.25 --benchmark-min-rounds=5 --gate $(PYTEST_ARGS)
+
+tune: $(VENV)/.installed  ## regenerate tuning logs for this CPU (about an hour per model)
+	$(PY) -m pytest benches/ -m tune $(PYTEST_ARGS)
+
+gate-update: $(VENV)/.installed  ## store this machine's ratios as the expected ones
+	$(PY) -m pytest benches/ --gate-update $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+
+clean-cache:
+	rm -rf .cache/onnx .cache/tvm

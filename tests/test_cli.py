@@ -1,0 +1,74 @@
+"""What a user sees for bad options and files: a one-line error naming the option or file, no traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_pytest(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pytest", "benches", "-p", "no:cacheprovider", *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize(("option", "value", "expected"), [
+    ("--models", "resnet18,vgg", "--models: unknown model 'vgg'; valid models: resnet18, efficientnet_lite0"),
+    ("--backends", "tvm,tensorrt", "unknown backend 'tensorrt'; valid backends: torch, onnxruntime, tvm, tvm-tuned"),
+    ("--threads", "0", "expected a positive integer, got 0"),
+    ("--batch-size", "two", "expected a positive integer, got 'two'"),
+    ("--image", "no/such/photo.jpg", "--image: no such file: no/such/photo.jpg"),
+    ("--weights", "missing.pth", "--weights: no such file: missing.pth"),
+    ("--rpc-tracker", "localhost", "expected HOST:PORT, got 'localhost'"),
+])
+def test_bad_option_fails_at_start_up_without_traceback(option, value, expected):
+    result = run_pytest(option, value, "--collect-only")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert expected in output
+    assert "Traceback" not in output
+
+
+def test_rpc_options_go_together():
+    result = run_pytest("--rpc-key", "board", "--collect-only")
+    assert result.returncode != 0
+    assert "--rpc-tracker and --rpc-key go together" in result.stderr + result.stdout
+
+
+def test_ids_are_model_then_backend():
+    result = run_pytest("--collect-only", "-q")
+    assert "test_inference[resnet18-onnxruntime]" in result.stdout
+    assert "test_inference[efficientnet_lite0-tvm-tuned]" in result.stdout
+    assert "test_tune" not in result.stdout  # opt-in only
+
+
+def test_tune_marker_selects_only_tuning():
+    result = run_pytest("--collect-only", "-q", "-m", "tune", "--models", "resnet18")
+    assert "test_tune[resnet18]" in result.stdout
+    assert "test_inference" not in result.stdout
+
+
+def test_corrupt_weights_fail_the_run_naming_the_file(tmp_path):
+    bad = tmp_path / "resnet18-broken.pth"
+    bad.write_bytes(b"this is not a checkpoint")
+    result = run_pytest("--models", "resnet18", "--backends", "torch", "--weights", str(bad),
+                        "--benchmark-disable", "-k", "test_inference")
+    output = result.stdout + result.stderr
+    assert result.returncode == 1
+    assert f"--weights: {bad} is not a readable PyTorch checkpoint" in output
+    assert "Traceback" not in output
+
+
+def test_unreadable_image_fails_naming_the_file(tmp_path):
+    bad = tmp_path / "photo.jpg"
+    bad.write_bytes(b"\xff\xd8 not really a jpeg")
+    result = run_pytest("--models", "resnet18", "--backends", "torch", "--image", str(bad),
+                        "--benchmark-disable", "-k", "test_inference")
+    output = result.stdout + result.stderr
+    assert result.returncode == 1
+    assert f"--image: {bad} is not a readable image" in output
+    assert "Traceback" not in output

@@ -1,0 +1,72 @@
+"""The report table, the chart and the ratio gate, on made-up rows (no timing needed)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cpubench import gate
+from cpubench.chart import write_chart
+from cpubench.errors import UsageError
+from cpubench.report import BenchRow, ratios, table_lines
+from cpubench.session import percentile_stats
+
+
+def row(model, backend, median_ms, top1=285):
+    timing = percentile_stats([median_ms / 1e3 * f for f in (0.95, 1.0, 1.0, 1.05, 1.3)], 1)
+    return BenchRow(model, backend, top1, timing, {"threads": 2, "batch_size": 1})
+
+
+ROWS = [row("resnet18", "torch", 16.0), row("resnet18", "onnxruntime", 8.0), row("resnet18", "tvm", 1600.0),
+        row("resnet18", "tvm-tuned", 12.0), row("efficientnet_lite0", "torch", 20.0),
+        row("efficientnet_lite0", "onnxruntime", 4.0)]
+
+
+def test_percentiles_and_throughput():
+    stats = percentile_stats([0.001 * i for i in range(1, 101)], batch_size=4)
+    assert stats["p50"] == pytest.approx(0.0505) and stats["p90"] == pytest.approx(0.0901)
+    assert stats["p99"] == pytest.approx(0.09901) and stats["ips"] == pytest.approx(4 / 0.0505)
+
+
+def test_ratios_are_within_one_model():
+    found = ratios(ROWS, "onnxruntime")
+    assert found[("resnet18", "tvm-tuned")] == pytest.approx(1.5)
+    assert found[("efficientnet_lite0", "torch")] == pytest.approx(5.0)
+    assert ("efficientnet_lite0", "tvm") not in found
+
+
+def test_table_has_speedup_ratio_and_class_name():
+    text = "\n".join(table_lines(ROWS))
+    assert "### resnet18" in text and "### efficientnet_lite0" in text
+    assert "| tvm-tuned | 12.00 |" in text and "| 1.33× | 1.50 | 285 Egyptian cat |" in text
+
+
+def test_chart_is_a_png(tmp_path):
+    path = write_chart(ROWS, tmp_path / "latency.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_gate_passes_on_expected_and_names_a_2x_regression(tmp_path):
+    file = tmp_path / "ratios.json"
+    gate.update(file, "cpu-2t-b1", ROWS, {"threads": 2})
+    expected = json.loads(file.read_text())["machines"]["cpu-2t-b1"]["ratios"]
+    violations, checked = gate.check(ROWS, expected)
+    assert not violations and len(checked) == 4
+    slower = [row("resnet18", "tvm-tuned", 24.0) if r.backend == "tvm-tuned" else r for r in ROWS]
+    violations, _ = gate.check(slower, expected)
+    assert [(v.model, v.backend) for v in violations] == [("resnet18", "tvm-tuned")]
+    assert "resnet18 tvm-tuned: median is 3.00x onnxruntime's, allowed at most 2.40x" in str(violations[0])
+
+
+def test_gate_tolerates_noise_within_its_slack():
+    expected = {"resnet18": {"torch": {"expected": 2.0, "max": 2.0 * gate.SLACK}}}
+    noisy = [row("resnet18", "torch", 16.0 * 1.3), row("resnet18", "onnxruntime", 8.0)]
+    assert gate.check(noisy, expected)[0] == []
+
+
+def test_gate_file_must_be_json(tmp_path):
+    bad = tmp_path / "ratios.json"
+    bad.write_text("{oops")
+    with pytest.raises(UsageError, match=str(bad)):
+        gate.load_expected(bad)
