@@ -96,6 +96,12 @@ def record_benchmark(suite: SuiteSession, benchmark, loaded: LoadedBackend) -> N
     timing = percentile_stats(data, settings.batch_size) if data else None
     if timing:
         extra.update({k: timing[k] for k in ("p50", "p90", "p99", "ips")})
+    tuned_ms = (loaded.info.get("tuning_metadata") or {}).get("model_latency_ms")
+    if tuned_ms:
+        # The tuner timed the same compiled model when it finished; the two should agree (README: within 15%).
+        extra["tuning_latency_ms"] = tuned_ms
+        if timing:
+            extra["median_vs_tuning_pct"] = round((timing["median"] * 1e3 / tuned_ms - 1) * 100, 1)
     suite.results.append(BenchRow.from_loaded(loaded, timing, extra))
 
 

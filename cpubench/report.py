@@ -58,7 +58,7 @@ def table_lines(rows: list[BenchRow]) -> list[str]:
             lines.append(
                 f"| {r.backend} | {_fmt(r.ms('median'))} | {mean_sd} | {_fmt(r.ms('p90'))} | {_fmt(r.ms('p99'))} "
                 f"| {_fmt(r.timing['ips'] if r.timing else None, '.1f')} "
-                f"| {_fmt(1 / speedup[key] if key in speedup else None)}× "
+                f"| {_fmt(1 / speedup[key] if key in speedup else None, '.2f')}{'×' if key in speedup else ''} "
                 f"| {_fmt(vs_ort.get(key))} | {describe_class(r.top1)} |")
         lines.append("")
     return lines
@@ -71,8 +71,13 @@ def context_lines(rows: list[BenchRow], suite) -> list[str]:
         lines.append(f"- {model} weights: {suite.model(model).weights_source}")
     for r in rows:
         if "tuning_log" in r.context:
+            agreement = ""
+            if "median_vs_tuning_pct" in r.context:
+                agreement = (f"; tuner measured {r.context['tuning_latency_ms']:.2f} ms, this run's median differs by "
+                             f"{r.context['median_vs_tuning_pct']:+.1f}%")
             lines.append(f"- {r.model} {r.backend}: log `{r.context['tuning_log']}`, "
-                         f"{r.context.get('tuning_coverage', '?')}, target `{r.context.get('tvm_target', '?')}`")
+                         f"{r.context.get('tuning_coverage', '?')}, target `{r.context.get('tvm_target', '?')}`"
+                         + agreement)
     versions = backend_versions()
     lines.append("- versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
     return lines

@@ -7,9 +7,11 @@ both, and checks that every tunable function found a record.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,12 +52,51 @@ def set_runtime_threads(threads: int) -> None:
         config(1, threads)  # 1 = big cores (all cores on this kind of machine)
 
 
+@contextlib.contextmanager
+def clip_as_relax_op() -> Iterator[None]:
+    """While importing, turn ONNX `Clip` with constant bounds (ReLU6 in EfficientNet) into Relax's `clip`.
+
+    TVM's importer emits Clip as two opaque TIR calls (topi maximum/minimum) that layout conversion cannot
+    see through: every activation of an NHWC model then gets a transpose on each side, and cannot fuse into
+    the convolution before it. `relax.op.clip` converts and fuses like any elementwise op.
+    """
+    import tvm
+    from tvm import relax
+    from tvm.relax.frontend.onnx import onnx_frontend
+
+    original = onnx_frontend.Clip._impl_v13
+
+    def bound(expr: Any) -> float | None:
+        if isinstance(expr, tvm.ir.expr.Constant) and expr.value.numpy().size == 1:
+            return float(expr.value.numpy().reshape(()))
+        return None
+
+    def impl(cls, bb, inputs, attr, params):
+        lo = bound(inputs[1]) if len(inputs) > 1 and inputs[1] is not None else float("-inf")
+        hi = bound(inputs[2]) if len(inputs) > 2 and inputs[2] is not None else float("inf")
+        if lo is None or hi is None:
+            return original.__func__(cls, bb, inputs, attr, params)
+        out, dtype = inputs[0], inputs[0].ty.dtype
+        if lo != float("-inf"):
+            out = relax.op.maximum(out, relax.const(lo, dtype))
+        if hi != float("inf"):
+            out = relax.op.minimum(out, relax.const(hi, dtype))
+        return out
+
+    onnx_frontend.Clip._impl_v13 = classmethod(impl)
+    try:
+        yield
+    finally:
+        onnx_frontend.Clip._impl_v13 = original
+
+
 def import_onnx(onnx_path: Path, input_shape: tuple[int, ...], input_name: str = "input") -> Any:
     """Relax module from the ONNX file, weights bound as constants so that weight-only work folds away."""
     import onnx
     from tvm.relax.frontend.onnx import from_onnx
 
-    return from_onnx(onnx.load(str(onnx_path)), shape_dict={input_name: list(input_shape)})
+    with clip_as_relax_op():
+        return from_onnx(onnx.load(str(onnx_path)), shape_dict={input_name: list(input_shape)})
 
 
 def lower_for_tuning(mod: Any, target: Any) -> Any:
