@@ -25,7 +25,7 @@ def test_ratio_gate(suite, model_name):
     if not machine or model_name not in machine.get("ratios", {}):
         pytest.skip(f"no expected ratios for {model_name} on {key} in {settings.gate_file}; "
                     "store them with `pytest benches/ --gate-update`")
-    violations, checked = gate.check(rows, machine["ratios"])
+    violations, checked = gate.check(rows, machine["ratios"], settings.backends)
     if not checked:
         pytest.skip(f"{model_name}: none of the backends that ran has an expected ratio on {key}")
     assert not violations, "ratio gate: " + "; ".join(map(str, violations))

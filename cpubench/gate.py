@@ -38,11 +38,14 @@ def machine_key(threads: int, batch_size: int) -> str:
 class Violation:
     model: str
     backend: str
-    found: float
+    found: float | None  # None: the backend was selected but produced no timing (build failed, skipped)
     allowed: float
     expected: float
 
     def __str__(self) -> str:
+        if self.found is None:
+            return (f"{self.model} {self.backend}: no timing in this run (its build failed or it was skipped), "
+                    f"expected a median of {self.expected:.2f}x {YARDSTICK}'s")
         return (f"{self.model} {self.backend}: median is {self.found:.2f}x {YARDSTICK}'s, allowed at most "
                 f"{self.allowed:.2f}x (expected {self.expected:.2f}x, slack {SLACK}x)")
 
@@ -59,11 +62,21 @@ def load_expected(path: Path) -> dict[str, Any]:
     return data
 
 
-def check(rows: list[BenchRow], expected_for_machine: dict[str, dict[str, dict[str, float]]]) -> tuple[
-        list[Violation], list[str]]:
-    """Violations, and the (model, backend) pairs that were checked, as text."""
+def check(rows: list[BenchRow], expected_for_machine: dict[str, dict[str, dict[str, float]]],
+          selected: tuple[str, ...] = ()) -> tuple[list[Violation], list[str]]:
+    """Violations, and the (model, backend) pairs that were checked, as text.
+
+    A backend in `selected` that has an expected ratio but no timing is a violation too: a tuning log that no
+    longer applies fails the tvm-tuned build, and the gate must not pass because that row went missing.
+    """
     found = ratios(rows, YARDSTICK)
     violations, checked = [], []
+    for model in dict.fromkeys(model for (model, _) in found):
+        for backend in selected:
+            entry = expected_for_machine.get(model, {}).get(backend)
+            if entry is not None and backend != YARDSTICK and (model, backend) not in found:
+                checked.append(f"{model}-{backend} missing")
+                violations.append(Violation(model, backend, None, entry["max"], entry["expected"]))
     for (model, backend), ratio in sorted(found.items()):
         if backend == YARDSTICK:
             continue

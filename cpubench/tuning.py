@@ -339,7 +339,7 @@ def tune_model(
 
     tv.set_runtime_threads(threads)
     target = tv.host_target(threads)
-    key = tv.target_key(target)
+    key = tv.target_key(target, input_shape[0])
     destination = tuning_logs / model_name / key
     work_dir = work_dir or work_dir_for(model_name, key)
     if fresh and work_dir.exists():
@@ -383,6 +383,7 @@ def tune_model(
             "target": str(target),
             "cpu": tv.host_cpu(),
             "cores": threads,
+            "batch_size": input_shape[0],
             "trials": total_trials,
             "trials_this_run": reporter.done,
             "trials_per_task_max": budget.trials_per_task,

@@ -36,10 +36,12 @@ def host_target(threads: int) -> Any:
     return tvm.target.Target({"kind": "llvm", "mcpu": host_cpu(), "num-cores": int(threads)})
 
 
-def target_key(target: Any) -> str:
-    """Folder name under tuning_logs/<model>/ for a target: CPU name and core count, e.g. `znver4-2c`."""
+def target_key(target: Any, batch_size: int = 1) -> str:
+    """Folder name under tuning_logs/<model>/: CPU name and core count, e.g. `znver4-2c`; `-b4` for batch 4
+    (another batch size is another set of workloads)."""
     attrs = target.attrs
-    return f"{attrs.get('mcpu', 'generic')}-{int(attrs.get('num-cores', 1))}c"
+    key = f"{attrs.get('mcpu', 'generic')}-{int(attrs.get('num-cores', 1))}c"
+    return key if batch_size == 1 else f"{key}-b{batch_size}"
 
 
 def set_runtime_threads(threads: int) -> None:

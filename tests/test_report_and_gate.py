@@ -59,6 +59,18 @@ def test_gate_passes_on_expected_and_names_a_2x_regression(tmp_path):
     assert "resnet18 tvm-tuned: median is 3.00x onnxruntime's, allowed at most 2.40x" in str(violations[0])
 
 
+def test_gate_fails_when_a_selected_backend_has_no_timing(tmp_path):
+    file = tmp_path / "ratios.json"
+    gate.update(file, "cpu-2t-b1", ROWS, {"threads": 2})
+    expected = json.loads(file.read_text())["machines"]["cpu-2t-b1"]["ratios"]
+    without_tuned = [r for r in ROWS if r.backend != "tvm-tuned"]
+    violations, _ = gate.check(without_tuned, expected, ("torch", "onnxruntime", "tvm", "tvm-tuned"))
+    assert [str(v).split(":")[0] for v in violations] == ["resnet18 tvm-tuned"]
+    assert "no timing in this run" in str(violations[0])
+    # Not selected (--backends torch,onnxruntime): not required.
+    assert gate.check(without_tuned, expected, ("torch", "onnxruntime"))[0] == []
+
+
 def test_gate_tolerates_noise_within_its_slack():
     expected = {"resnet18": {"torch": {"expected": 2.0, "max": 2.0 * gate.SLACK}}}
     noisy = [row("resnet18", "torch", 16.0 * 1.3), row("resnet18", "onnxruntime", 8.0)]

@@ -15,11 +15,16 @@ from ..cache import cached_path, content_key
 from ..errors import UsageError
 from . import BackendUnavailable, LoadContext
 
-RETUNE_HINT = "pytest -m tune --models {model}"
+RETUNE_HINT = "pytest -m tune --models {model}{batch}"
 
 
-def tuning_log_dir(tuning_logs: Path, model: str, target: Any) -> Path:
-    return tuning_logs / model / tv.target_key(target)
+def tuning_log_dir(tuning_logs: Path, model: str, target: Any, batch_size: int = 1) -> Path:
+    return tuning_logs / model / tv.target_key(target, batch_size)
+
+
+def retune_hint(ctx: LoadContext) -> str:
+    batch = ctx.model.input_shape[0]
+    return RETUNE_HINT.format(model=ctx.model.name, batch="" if batch == 1 else f" --batch-size {batch}")
 
 
 class TvmRelax:
@@ -44,11 +49,11 @@ class TvmRelax:
         parts: dict[str, Any] = {"onnx": Path(ctx.onnx_path).name, "tvm": self._tvm.__version__, "target": str(target),
                                  "kind": self.name}
         if self.tuned:
-            log_dir = tuning_log_dir(ctx.tuning_logs, ctx.model.name, target)
+            log_dir = tuning_log_dir(ctx.tuning_logs, ctx.model.name, target, ctx.model.input_shape[0])
             if not log_dir.exists():
                 raise BackendUnavailable(
                     f"no tuning log for {ctx.model.name} on this CPU ({log_dir} does not exist); "
-                    f"create one with `{RETUNE_HINT.format(model=ctx.model.name)}`")
+                    f"create one with `{retune_hint(ctx)}`")
             tv.check_database_files(log_dir)
             parts["database"] = tv.database_digest(log_dir)
             ctx.info["tuning_log"] = str(log_dir.relative_to(ctx.tuning_logs.parent)
@@ -59,7 +64,7 @@ class TvmRelax:
                     ctx.info["tuning_metadata"] = json.loads(meta.read_text())
                 except json.JSONDecodeError as exc:
                     raise UsageError(f"tuning log metadata {meta} is corrupt ({exc.msg}); "
-                                     f"regenerate it with `{RETUNE_HINT.format(model=ctx.model.name)}`") from None
+                                     f"regenerate it with `{retune_hint(ctx)}`") from None
         key = content_key(**parts)
         lib_path = cached_path("tvm", f"{ctx.model.name}-{self.name}-{key}", ".so")
         info_path = lib_path.with_suffix(".json")
@@ -75,7 +80,7 @@ class TvmRelax:
         if not self.tuned:
             tv.compile_module(mod, target, lib_path)
             return {}
-        log_dir = tuning_log_dir(ctx.tuning_logs, ctx.model.name, target)
+        log_dir = tuning_log_dir(ctx.tuning_logs, ctx.model.name, target, ctx.model.input_shape[0])
         lowered = tv.lower_for_tuning(mod, target)
         applied, coverage = tv.apply_database(lowered, target, tv.open_database(log_dir))
         if not coverage.complete:
@@ -83,7 +88,7 @@ class TvmRelax:
                 f"tuning log {log_dir} has no record for {len(coverage.missing)} of {len(coverage.tunable)} "
                 f"tunable functions of {ctx.model.name}: {', '.join(coverage.missing)}. A 'tuned' build with "
                 f"untuned functions would not be a tuned number; retune with "
-                f"`{RETUNE_HINT.format(model=ctx.model.name)}`")
+                f"`{retune_hint(ctx)}`")
         tv.compile_module(tv.finish_tuned(applied, target), target, lib_path)
         return {"tuning_coverage": coverage.summary(), "tuned_functions": coverage.covered,
                 "tunable_functions": len(coverage.tunable)}
