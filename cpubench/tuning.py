@@ -226,7 +226,13 @@ def search(tasks: list[Any], target: Any, work_dir: Path, budget: TuneBudget, ru
     from tvm.s_tir import meta_schedule as ms
 
     # MetaSchedule's own per-round tables go to work_dir/logs; the console gets our progress line instead.
-    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
+    ms_logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    ms_logger.setLevel(logging.WARNING)
+    # MetaSchedule re-lists this logger's handlers by name when it configures logging; one without a name
+    # (left by an earlier run in this process, or by a test harness) makes that fail.
+    for handler in list(ms_logger.handlers):
+        if handler.get_name() is None:
+            ms_logger.removeHandler(handler)
     contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
         tasks, work_dir=str(work_dir), num_threads="physical", seed=seed)
     scheduler = ms.task_scheduler.TaskScheduler.create("gradient")

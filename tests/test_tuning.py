@@ -197,7 +197,7 @@ def test_tuning_through_rpc_tracker(tiny_onnx, tmp_path):
         lines: list[str] = []
         outcome = tune_model(model_name="tiny", relax_mod=tiny_relax(tiny_onnx), input_shape=TINY_SHAPE,
                              tuning_logs=tmp_path / "logs", threads=1, work_dir=tmp_path / "work", seed=2,
-                             budget=TuneBudget(trials=8, trials_per_task=4, trials_per_iter=4, remeasure_top_k=1),
+                             budget=TuneBudget(trials=16, trials_per_task=4, trials_per_iter=4, remeasure_top_k=1),
                              rpc_tracker=("127.0.0.1", port), rpc_key="test-board", emit=lines.append)
         meta = outcome.metadata
         assert meta["measured_on"] == f"rpc 127.0.0.1:{port} key test-board"
