@@ -108,7 +108,7 @@ class ProgressReporter:
         """A round of candidates finished building (they are timed right after): count them, print a line."""
         self.done += count
         self.failed += failed
-        left = (self.planned - self.done) / (self.rate_per_min / 60.0) if self.rate_per_min > 0 else math.inf
+        left = max(0, self.planned - self.done) / (self.rate_per_min / 60.0) if self.rate_per_min > 0 else math.inf
         model_ms, measured = self.estimated_model_ms()
         best = (f"best model ≈ {model_ms:.1f} ms ({measured}/{self.total_tasks} tasks timed)"
                 if model_ms else "best model: not known yet")
