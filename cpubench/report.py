@@ -38,6 +38,13 @@ def ratios(rows: list[BenchRow], denominator: str) -> dict[tuple[str, str], floa
             for r in rows if r.timing and r.model in base}
 
 
+def _backend_order(row: BenchRow) -> int:
+    from .backends import BACKENDS
+
+    names = list(BACKENDS)
+    return names.index(row.backend) if row.backend in names else len(names)
+
+
 def _fmt(value: float | None, spec: str = ".2f") -> str:
     return "—" if value is None else format(value, spec)
 
@@ -52,7 +59,7 @@ def table_lines(rows: list[BenchRow]) -> list[str]:
                   "| backend | median ms | mean ± stddev ms | p90 ms | p99 ms | images/s | speed-up vs torch "
                   "| × onnxruntime | top-1 |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
-        for r in (r for r in rows if r.model == model):
+        for r in sorted((r for r in rows if r.model == model), key=_backend_order):
             key = (r.model, r.backend)
             mean_sd = "—" if r.timing is None else f"{r.ms('mean'):.2f} ± {r.ms('stddev'):.2f}"
             lines.append(
