@@ -52,23 +52,16 @@ def test_tune_marker_selects_only_tuning():
     assert "test_inference" not in result.stdout
 
 
-def test_corrupt_weights_fail_the_run_naming_the_file(tmp_path):
-    bad = tmp_path / "resnet18-broken.pth"
-    bad.write_bytes(b"this is not a checkpoint")
-    result = run_pytest("--models", "resnet18", "--backends", "torch", "--weights", str(bad),
+@pytest.mark.parametrize(("option", "name", "content", "expected"), [
+    ("--weights", "resnet18-broken.pth", b"this is not a checkpoint", "is not a readable PyTorch checkpoint"),
+    ("--image", "photo.jpg", b"\xff\xd8 not really a jpeg", "is not a readable image"),
+])
+def test_unreadable_file_fails_the_run_naming_the_file(tmp_path, option, name, content, expected):
+    bad = tmp_path / name
+    bad.write_bytes(content)
+    result = run_pytest("--models", "resnet18", "--backends", "torch", option, str(bad),
                         "--benchmark-disable", "-k", "test_inference")
     output = result.stdout + result.stderr
     assert result.returncode == 1
-    assert f"--weights: {bad} is not a readable PyTorch checkpoint" in output
-    assert "Traceback" not in output
-
-
-def test_unreadable_image_fails_naming_the_file(tmp_path):
-    bad = tmp_path / "photo.jpg"
-    bad.write_bytes(b"\xff\xd8 not really a jpeg")
-    result = run_pytest("--models", "resnet18", "--backends", "torch", "--image", str(bad),
-                        "--benchmark-disable", "-k", "test_inference")
-    output = result.stdout + result.stderr
-    assert result.returncode == 1
-    assert f"--image: {bad} is not a readable image" in output
+    assert f"{option}: {bad} {expected}" in output
     assert "Traceback" not in output
