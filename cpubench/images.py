@@ -1,4 +1,4 @@
-"""Photo loading and preprocessing as in the seed: 224x224 resize, ImageNet mean/std, NCHW float32."""
+"""Photo loading and preprocessing as in the blog post: 224x224 resize, ImageNet mean/std, NCHW float32."""
 
 from __future__ import annotations
 

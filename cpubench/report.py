@@ -1,4 +1,4 @@
-"""The end-of-session report: the seed's table per model, in the terminal and as Markdown, JSON and a chart."""
+"""The end-of-session report: the 2021 blog post's table per model, in the terminal and as Markdown, JSON and a chart."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 from .images import describe_class
 from .versions import backend_versions
 
-REFERENCE = "torch"  # speed-up column: the seed compared everything to PyTorch
+REFERENCE = "torch"  # speed-up column: the blog post compared everything to PyTorch
 YARDSTICK = "onnxruntime"  # ratio column and regression gate: the fastest, steadiest backend here
 
 

@@ -1,6 +1,6 @@
 """Apache TVM (Relax + MetaSchedule) plumbing shared by the TVM backends and the tuner.
 
-TVM 0.25+ has neither Relay nor AutoTVM. The seed's `autotvm.apply_graph_best(log)` becomes: lower the
+TVM 0.25+ has neither Relay nor AutoTVM. The blog post's `autotvm.apply_graph_best(log)` becomes: lower the
 Relax module to TIR, then `MetaScheduleApplyDatabase` inside a `JSONDatabase` context; this module does
 both, and checks that every tunable function found a record.
 """
