@@ -1,4 +1,4 @@
-"""The end-of-session report: the 2021 blog post's table per model, in the terminal and as Markdown, JSON and a chart."""
+"""The end-of-session report: the blog post's table per model, in the terminal and as Markdown, JSON and a chart."""
 
 from __future__ import annotations
 
