@@ -181,6 +181,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_for(probe, what: str, timeout_s: float = 90.0) -> None:
+    """Retry `probe` until it stops raising: the tracker and server import TVM first, slow on a busy machine."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            probe()
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{what} not up after {timeout_s:.0f} s") from None
+            time.sleep(0.5)
+
+
 def test_tuning_through_rpc_tracker(tiny_onnx, tmp_path):
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -189,11 +202,17 @@ def test_tuning_through_rpc_tracker(tiny_onnx, tmp_path):
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     server = None
     try:
-        time.sleep(2)
+        wait_for(lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close(), "tracker")
         server = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1",
                                    "--tracker", f"127.0.0.1:{port}", "--key", "test-board"], env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        time.sleep(3)
+        from tvm import rpc
+
+        def board_registered():
+            summary = rpc.connect_tracker("127.0.0.1", port).summary()
+            assert "test-board" in summary.get("queue_info", {}), summary
+
+        wait_for(board_registered, "rpc server registration")
         lines: list[str] = []
         outcome = tune_model(model_name="tiny", relax_mod=tiny_relax(tiny_onnx), input_shape=TINY_SHAPE,
                              tuning_logs=tmp_path / "logs", threads=1, work_dir=tmp_path / "work", seed=2,
