@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from .cache import atomic_write_bytes, cached_path, content_key
+from .cache import cached_path, content_key, usable_entry, write_entry
 from .models import BuiltModel
 
 INPUT_NAME = "input"
@@ -23,7 +23,7 @@ def export_onnx(model: BuiltModel) -> Path:
     key = content_key(model=model.name, weights=model.weights_digest, torch=torch.__version__,
                       onnx=onnx.__version__, shape=model.input_shape, opset=OPSET)
     path = cached_path("onnx", f"{model.name}-{key}", ".onnx")
-    if path.exists():
+    if usable_entry(path):  # a truncated export is re-exported, not handed to ONNX Runtime or TVM
         return path
     example = torch.zeros(model.input_shape)
     # The dynamo exporter (the default) keeps EfficientNet's "same" padding static, which TVM needs.
@@ -33,5 +33,5 @@ def export_onnx(model: BuiltModel) -> Path:
                                     output_names=["logits"], opset_version=OPSET, dynamo=True,
                                     external_data=False, verbose=False)
     proto = program.model_proto
-    atomic_write_bytes(path, proto.SerializeToString())
+    write_entry(path, proto.SerializeToString())
     return path

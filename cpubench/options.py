@@ -67,12 +67,22 @@ def add_options(parser) -> None:
                     help="where the report (Markdown, JSON, PNG chart) is written; default: results/")
     group.addoption("--tuning-logs", type=Path, default=REPO_ROOT / "tuning_logs", metavar="DIR",
                     help="stored MetaSchedule databases, per model and CPU; default: tuning_logs/")
+    group.addoption("--tuning-log", default=None, metavar="KEY",
+                    help="tvm-tuned and `-m tune`'s warm start: use this stored log, a folder name under "
+                         "tuning_logs/<model>/ such as znver4-2c, or a log folder's path; default: this CPU's, "
+                         "else the nearest compatible one")
+    group.addoption("--tuning-log-exact", action="store_true", default=False,
+                    help="tvm-tuned: only a log tuned on this CPU and core count, else skip; default: off")
     group.addoption("--tune-trials", type=positive_int, default=None, metavar="N",
-                    help="`-m tune`: measured candidates in all, per model; default: 3000")
+                    help="`-m tune`: measured candidates in all, per model; default: 1200 when warm-started "
+                         "from a stored log, 3000 from scratch")
     group.addoption("--tune-trials-per-task", type=positive_int, default=None, metavar="N",
                     help="`-m tune`: most candidates for one task; default: 256")
     group.addoption("--tune-fresh", action="store_true", default=False,
                     help="`-m tune`: discard an unfinished run's measurements instead of resuming; default: resume")
+    group.addoption("--tune-cold", action="store_true", default=False,
+                    help="`-m tune`: search from scratch instead of starting from the nearest stored log; "
+                         "default: warm start")
     group.addoption("--rpc-tracker", type=host_port, default=None, metavar="HOST:PORT",
                     help="`-m tune`: measure candidates on devices of this TVM RPC tracker; default: this machine")
     group.addoption("--rpc-key", default=None, metavar="KEY",
@@ -94,9 +104,12 @@ class Settings:
     image: Path | None
     results_dir: Path
     tuning_logs: Path
+    tuning_log: str | None
+    tuning_log_exact: bool
     tune_trials: int | None
     tune_trials_per_task: int | None
     tune_fresh: bool
+    tune_cold: bool
     rpc_tracker: tuple[str, int] | None
     rpc_key: str | None
     gate_file: Path
@@ -119,13 +132,16 @@ class Settings:
         settings = cls(
             models=tuple(models), backends=tuple(backends), threads=opt("threads") or physical_cores(),
             batch_size=opt("batch_size"), weights=opt("weights"), image=opt("image"),
-            results_dir=opt("results_dir"), tuning_logs=opt("tuning_logs"), tune_trials=opt("tune_trials"),
-            tune_trials_per_task=opt("tune_trials_per_task"), tune_fresh=opt("tune_fresh"),
+            results_dir=opt("results_dir"), tuning_logs=opt("tuning_logs"), tuning_log=opt("tuning_log"),
+            tuning_log_exact=opt("tuning_log_exact"), tune_trials=opt("tune_trials"),
+            tune_trials_per_task=opt("tune_trials_per_task"), tune_fresh=opt("tune_fresh"), tune_cold=opt("tune_cold"),
             rpc_tracker=opt("rpc_tracker"), rpc_key=opt("rpc_key"),
             gate_file=opt("gate_file"), gate_update=opt("gate_update"),
         )
         if settings.weights is not None and not settings.weights.is_file():
             raise UsageError(f"--weights: no such file: {settings.weights}")
+        if settings.tuning_log is not None and settings.tuning_log_exact:
+            raise UsageError("--tuning-log and --tuning-log-exact contradict each other: give one or neither")
         if settings.image is not None and not settings.image.is_file():
             raise UsageError(f"--image: no such file: {settings.image}")
         return settings

@@ -8,7 +8,8 @@ import pytest
 from .backends import BackendUnavailable
 from .errors import UsageError
 from .options import Settings, add_options
-from .session import LoadedBackend, SuiteSession, machine_summary, percentile_stats
+from .session import LoadedBackend, SuiteSession, machine_summary
+from .stats import percentile_stats
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
 SESSION_KEY = pytest.StashKey[SuiteSession]()
@@ -88,7 +89,8 @@ def record_benchmark(suite: SuiteSession, benchmark, loaded: LoadedBackend) -> N
         "weights": suite.model(loaded.model).weights_source, "image": suite.image_path.name,
         "top1": loaded.top1, "top1_name": describe_class(loaded.top1), "build_seconds": round(loaded.load_seconds, 3),
     })
-    for key in ("tvm_target", "tuning_log", "tuning_coverage"):
+    for key in ("tvm_target", "tuning_log", "tuning_log_cpu", "tuning_log_transferred", "tuning_log_choice",
+                "tuning_log_label", "tuning_coverage"):
         if key in loaded.info:
             extra[key] = loaded.info[key]
     stats = benchmark.stats
@@ -96,7 +98,9 @@ def record_benchmark(suite: SuiteSession, benchmark, loaded: LoadedBackend) -> N
     timing = percentile_stats(data, settings.batch_size) if data else None
     if timing:
         extra.update({k: timing[k] for k in ("p50", "p90", "p99", "ips")})
-    tuned_ms = (loaded.info.get("tuning_metadata") or {}).get("model_latency_ms")
+    # A transferred log's metadata timed the model on another CPU: no comparison with this run's median.
+    tuned_ms = None if loaded.info.get("tuning_log_transferred") else \
+        (loaded.info.get("tuning_metadata") or {}).get("model_latency_ms")
     if tuned_ms:
         # The tuner timed the same compiled model when it finished; the two should agree (README: within 15%).
         extra["tuning_latency_ms"] = tuned_ms
@@ -114,6 +118,10 @@ def pytest_benchmark_update_machine_info(config, machine_info) -> None:
 
 @pytest.hookimpl(trylast=True)
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    from .cache import NOTICES
+
+    for notice in NOTICES:  # damaged cache entries rebuilt this session; the stderr line may have been captured
+        terminalreporter.write_line(notice, yellow=True)
     if SESSION_KEY not in config.stash:
         return
     suite = config.stash[SESSION_KEY]

@@ -27,6 +27,12 @@ class BenchRow:
     def from_loaded(cls, loaded, timing, extra) -> BenchRow:
         return cls(loaded.model, loaded.name, loaded.top1, timing, dict(extra))
 
+    @property
+    def label(self) -> str:
+        """The row's name: the backend, and for tuned TVM the log it applied, e.g. `tvm-tuned (log from znver4-2c)`."""
+        log = self.context.get("tuning_log_label")
+        return f"{self.backend} ({log})" if log else self.backend
+
     def ms(self, key: str) -> float | None:
         return None if self.timing is None else self.timing[key] * 1e3
 
@@ -63,7 +69,7 @@ def table_lines(rows: list[BenchRow]) -> list[str]:
             key = (r.model, r.backend)
             mean_sd = "—" if r.timing is None else f"{r.ms('mean'):.2f} ± {r.ms('stddev'):.2f}"
             lines.append(
-                f"| {r.backend} | {_fmt(r.ms('median'))} | {mean_sd} | {_fmt(r.ms('p90'))} | {_fmt(r.ms('p99'))} "
+                f"| {r.label} | {_fmt(r.ms('median'))} | {mean_sd} | {_fmt(r.ms('p90'))} | {_fmt(r.ms('p99'))} "
                 f"| {_fmt(r.timing['ips'] if r.timing else None, '.1f')} "
                 f"| {_fmt(1 / speedup[key] if key in speedup else None, '.2f')}{'×' if key in speedup else ''} "
                 f"| {_fmt(vs_ort.get(key))} | {describe_class(r.top1)} |")
@@ -82,8 +88,10 @@ def context_lines(rows: list[BenchRow], suite) -> list[str]:
             if "median_vs_tuning_pct" in r.context:
                 agreement = (f"; tuner measured {r.context['tuning_latency_ms']:.2f} ms, this run's median differs by "
                              f"{r.context['median_vs_tuning_pct']:+.1f}%")
-            lines.append(f"- {r.model} {r.backend}: log `{r.context['tuning_log']}`, "
-                         f"{r.context.get('tuning_coverage', '?')}, target `{r.context.get('tvm_target', '?')}`"
+            choice = r.context.get("tuning_log_choice", "")
+            lines.append(f"- {r.model} {r.backend}: log `{r.context['tuning_log']}`"
+                         + (f" ({choice})" if choice else "")
+                         + f", {r.context.get('tuning_coverage', '?')}, target `{r.context.get('tvm_target', '?')}`"
                          + agreement)
     versions = backend_versions()
     lines.append("- versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))

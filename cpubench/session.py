@@ -87,7 +87,8 @@ class SuiteSession:
         backend = create_backend(backend_name)
         model = self.model(model_name)
         ctx = LoadContext(model=model, onnx_path=self.onnx_path(model_name), threads=self.settings.threads,
-                          tuning_logs=self.settings.tuning_logs)
+                          tuning_logs=self.settings.tuning_logs, tuning_log_exact=self.settings.tuning_log_exact,
+                          tuning_log_name=self.settings.tuning_log)
         started = time.perf_counter()
         backend.load(ctx)
         inputs = backend.prepare_inputs(make_batch(self.image, self.settings.batch_size))
@@ -98,20 +99,6 @@ class SuiteSession:
             raise UsageError(f"{backend_name} returned logits of shape {logits.shape} for {model_name}, "
                              f"expected ({self.settings.batch_size}, 1000)")
         return LoadedBackend(model_name, backend_name, backend, inputs, logits[0], load_seconds, ctx.info)
-
-
-def percentile_stats(data_seconds: list[float], batch_size: int) -> dict[str, float]:
-    data = np.asarray(data_seconds, dtype=np.float64)
-    median = float(np.median(data))
-    return {
-        "rounds": int(data.size),
-        "min": float(data.min()), "max": float(data.max()),
-        "mean": float(data.mean()), "stddev": float(data.std(ddof=1)) if data.size > 1 else 0.0,
-        "median": median,
-        "p50": float(np.percentile(data, 50)), "p90": float(np.percentile(data, 90)),
-        "p99": float(np.percentile(data, 99)),
-        "ips": batch_size / median if median > 0 else float("nan"),
-    }
 
 
 def machine_summary() -> dict[str, str]:

@@ -15,6 +15,7 @@ import os
 import shutil
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,8 +25,13 @@ from typing import Any
 from . import tvm_support as tv
 from .cache import cache_root
 from .errors import UsageError
+from .log_finder import NoLog, choose_log, cpu_profile, describe_profile
 
 DEFAULT_TRIALS = 3000
+# Warm start (seeded from the nearest stored log, see log_finder): the seeds are already good schedules, so a
+# smaller budget spent on the tasks where they cost the most time reaches a cold run's result in a fraction of
+# its time. 1000 candidates keep `pytest -m tune --models resnet18` within 20 minutes on 2 cores.
+DEFAULT_WARM_TRIALS = 1000
 DEFAULT_TRIALS_PER_TASK = 256
 # Candidates built and measured per search round. Each round pays a fixed cost (evolutionary search,
 # cost-model update, a new builder pool); 64 keeps that cost small next to the builds.
@@ -33,21 +39,34 @@ TRIALS_PER_ITER = 64
 # A candidate whose code takes longer than this to compile (huge explicit unrolls) is dropped: on a 2-core
 # machine one such build stalls half the builder pool, and these candidates are not the fast ones.
 BUILD_TIMEOUT_S = 15.0
+# Warm start: rounds of 32 (a first round over the chosen tasks costs half as much as with 64), and only the
+# tasks that together take this share of the seeded model's time are searched; the rest keep their seed.
+WARM_TRIALS_PER_ITER = 32
+WARM_TIME_SHARE = 0.97
 # Final clean measurement: how many of each task's best candidates are re-timed, and how.
 REMEASURE_TOP_K = 5
+WARM_START_FILE = "warm_start.json"
 
 
 @dataclass(frozen=True)
 class TuneBudget:
-    trials: int = DEFAULT_TRIALS
+    trials: int | None = None  # None: DEFAULT_WARM_TRIALS when warm-started, else DEFAULT_TRIALS
     trials_per_task: int = DEFAULT_TRIALS_PER_TASK
-    trials_per_iter: int = TRIALS_PER_ITER
+    trials_per_iter: int | None = None  # None: WARM_TRIALS_PER_ITER when warm-started, else TRIALS_PER_ITER
     remeasure_top_k: int = REMEASURE_TOP_K
 
     def __post_init__(self) -> None:
         for name in ("trials", "trials_per_task", "trials_per_iter", "remeasure_top_k"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"tuning budget: {name} must be >= 1, got {getattr(self, name)}")
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise UsageError(f"tuning budget: {name} must be >= 1, got {value}")
+
+    def resolved(self, warm: bool) -> TuneBudget:
+        return TuneBudget(
+            trials=self.trials or (DEFAULT_WARM_TRIALS if warm else DEFAULT_TRIALS),
+            trials_per_task=self.trials_per_task,
+            trials_per_iter=self.trials_per_iter or (WARM_TRIALS_PER_ITER if warm else TRIALS_PER_ITER),
+            remeasure_top_k=self.remeasure_top_k)
 
 
 @dataclass
@@ -81,15 +100,29 @@ def _fmt_duration(seconds: float) -> str:
 class ProgressReporter:
     """Counts measured candidates and prints one line per search round: done/planned, rate, ETA, best latency."""
 
-    def __init__(self, label: str, planned: int, emit: Callable[[str], None]) -> None:
+    def __init__(self, label: str, planned: int, emit: Callable[[str], None], started: float | None = None) -> None:
         self.label = label
         self.planned = planned
         self.emit = emit
-        self.started = time.monotonic()
+        self.started = time.monotonic() if started is None else started
         self.done = 0
         self.failed = 0
-        self.tasks: dict[int, TaskProgress] = {}
+        self.tasks: dict[str, TaskProgress] = {}
         self.total_tasks = 0
+        # (minutes since the run started, candidates measured, estimated model ms): the tuning curve.
+        self.history: list[tuple[float, int, float]] = []
+
+    def seed(self, name: str, weight: float, best_s: float | None, total_tasks: int) -> None:
+        """A task's starting point (a re-timed warm-start seed), so the estimate is complete from the start."""
+        self.total_tasks = total_tasks
+        task = self.tasks.setdefault(name, TaskProgress(name, weight, 0.0))
+        if best_s is not None:
+            task.best_s = min(task.best_s, best_s)
+
+    def checkpoint(self) -> None:
+        model_ms, measured = self.estimated_model_ms()
+        if model_ms is not None and measured == self.total_tasks:
+            self.history.append((round(self.elapsed / 60, 2), self.done, round(model_ms, 3)))
 
     @property
     def elapsed(self) -> float:
@@ -113,18 +146,19 @@ class ProgressReporter:
         model_ms, measured = self.estimated_model_ms()
         best = (f"best model ≈ {model_ms:.1f} ms ({measured}/{self.total_tasks} tasks timed)"
                 if model_ms else "best model: not known yet")
+        self.checkpoint()
         self.emit(f"[tune {self.label}] {min(self.done, self.planned)}/{self.planned} trials | "
                   f"{_fmt_duration(self.elapsed)} elapsed, ~{_fmt_duration(left)} left | "
                   f"{self.rate_per_min:.1f} trials/min | {best}")
 
     def observe(self, task_scheduler: Any, task_id: int, runner_results: list[Any]) -> None:
         """Measured results of one task (MetaSchedule hands them over when it next joins that task)."""
-        self.total_tasks = len(task_scheduler.tasks_)
-        if task_id not in self.tasks:
-            record = task_scheduler.tasks_[task_id]
-            self.tasks[task_id] = TaskProgress(str(record.ctx.task_name), float(record.task_weight),
-                                               float(record.flop))
-        task = self.tasks[task_id]
+        self.total_tasks = max(self.total_tasks, len(task_scheduler.tasks_))
+        record = task_scheduler.tasks_[task_id]
+        name = str(record.ctx.task_name)
+        if name not in self.tasks:
+            self.tasks[name] = TaskProgress(name, float(record.task_weight), float(record.flop))
+        task = self.tasks[name]
         for result in runner_results:
             task.trials += 1
             if result.error_msg is None and result.run_secs:
@@ -248,7 +282,7 @@ def search(tasks: list[Any], target: Any, work_dir: Path, budget: TuneBudget, ru
 
 
 def remeasure(tasks: list[Any], target: Any, source_db: Any, top_k: int, runner: Any,
-              emit: Callable[[str], None]) -> tuple[Any, list[dict[str, Any]]]:
+              emit: Callable[[str], None], label: str = "remeasure") -> tuple[Any, list[dict[str, Any]]]:
     """Re-time each task's best `top_k` candidates with nothing compiling beside them; keep the best of each.
 
     During the search a lucky noisy reading can crown a mediocre candidate; timing the finalists again, with
@@ -271,7 +305,7 @@ def remeasure(tasks: list[Any], target: Any, source_db: Any, top_k: int, runner:
         inputs, kept = [], []
         for record, cand, result in zip(records, candidates, built, strict=False):
             if result.error_msg is not None:
-                emit(f"[remeasure] {task.task_name}: build failed: {result.error_msg.strip().splitlines()[-1]}")
+                emit(f"[{label}] {task.task_name}: build failed: {result.error_msg.strip().splitlines()[-1]}")
                 continue
             inputs.append(ms.runner.RunnerInput(result.artifact_path, "cpu", cand.args_info))
             kept.append(record)
@@ -283,7 +317,7 @@ def remeasure(tasks: list[Any], target: Any, source_db: Any, top_k: int, runner:
         best = math.inf
         for record, result in zip(kept, results, strict=False):
             if result.error_msg is not None or not result.run_secs:
-                emit(f"[remeasure] {task.task_name}: run failed: {(result.error_msg or '').strip().splitlines()[-1:]}")
+                emit(f"[{label}] {task.task_name}: run failed: {(result.error_msg or '').strip().splitlines()[-1:]}")
                 continue
             secs = sorted(float(x) for x in result.run_secs)
             best = min(best, secs[len(secs) // 2])
@@ -292,7 +326,7 @@ def remeasure(tasks: list[Any], target: Any, source_db: Any, top_k: int, runner:
                 record.args_info))
         per_task.append({"task": task.task_name, "weight": int(task.weight),
                          "best_us": round(best * 1e6, 1) if math.isfinite(best) else None})
-        emit(f"[remeasure] {task.task_name}: {len(kept)} finalists, best "
+        emit(f"[{label}] {task.task_name}: {len(kept)} finalists, best "
              f"{best * 1e6:.1f} us" if math.isfinite(best) else f"[remeasure] {task.task_name}: no valid finalist")
     return clean_db, per_task
 
@@ -306,7 +340,7 @@ def measure_model_ms(lowered: Any, target: Any, log_dir: Path, input_shape: tupl
     applied, _ = tv.apply_database(lowered, target, tv.open_database(log_dir))
     lib_path = log_dir.parent / f".{log_dir.name}-check.so"
     try:
-        tv.compile_module(tv.finish_tuned(applied, target), target, lib_path)
+        tv.compile_module(tv.finish_tuned(applied, target), target, lib_path, seal=False)  # deleted below
         vm = tv.load_vm(lib_path)
         data = tvm.runtime.tensor(np.random.default_rng(0).standard_normal(input_shape).astype("float32"))
         vm["main"](data)
@@ -326,6 +360,65 @@ def replace_log(staging: Path, destination: Path) -> None:
     shutil.rmtree(retired, ignore_errors=True)
 
 
+@dataclass
+class WarmStart:
+    """Where a warm-started run's seeds came from, and how fast they ran here when re-timed."""
+
+    source: str  # the stored log's key, e.g. znver4-2c
+    why: str
+    seeds: int  # records copied (one per workload: stored logs are pruned)
+    seed_us: dict[str, float | None]  # task name -> re-timed latency here (None: the seed failed here)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"source": self.source, "why": self.why, "seeds": self.seeds, "seed_us": self.seed_us}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> WarmStart:
+        return cls(str(data["source"]), str(data.get("why", "")), int(data["seeds"]), dict(data["seed_us"]))
+
+
+def plant_seeds(tasks: list[Any], target: Any, choice: Any, work_dir: Path, runner: Any,
+                emit: Callable[[str], None]) -> WarmStart:
+    """Re-time the stored log's best record of each task on this CPU and commit them, with these timings, as the
+    work folder's first records: MetaSchedule's evolutionary search draws its first population from the best
+    records in the database, and compares new candidates with numbers measured here, not on the seed's CPU."""
+    from tvm.s_tir import meta_schedule as ms
+
+    with tempfile.TemporaryDirectory(prefix="seeds-") as scratch:
+        # A copy: opening a JSONDatabase and committing a workload appends to its files, and the stored log
+        # must stay as it is.
+        for name in tv.DB_FILES:
+            shutil.copyfile(choice.log.path / name, Path(scratch) / name)
+        seed_db = ms.database.JSONDatabase(work_dir=scratch)
+        retimed, per_task = remeasure(tasks, target, seed_db, 1, runner, emit, label="seed")
+        retimed.dump_pruned(ms.database.JSONDatabase(work_dir=str(work_dir)))
+    warm = WarmStart(choice.log.key, choice.why, sum(1 for t in per_task if t["best_us"] is not None),
+                     {t["task"]: t["best_us"] for t in per_task})
+    (work_dir / WARM_START_FILE).write_text(json.dumps(warm.to_json(), indent=2) + "\n", encoding="utf-8")
+    return warm
+
+
+def tasks_worth_searching(tasks: list[Any], warm: WarmStart, share: float = WARM_TIME_SHARE) -> list[Any]:
+    """The tasks where the seeds cost the most time: largest weight x seed latency first, until `share` of the
+    seeded model's time is covered. A task whose seed failed here has no schedule yet and is always searched."""
+    def cost(task: Any) -> float:
+        us = warm.seed_us.get(task.task_name)
+        return math.inf if us is None else float(task.weight) * us
+
+    ranked = sorted(tasks, key=cost, reverse=True)
+    total = sum(cost(t) for t in ranked if math.isfinite(cost(t))) or 1.0
+    chosen, covered = [], 0.0
+    for task in ranked:
+        if not math.isfinite(cost(task)):
+            chosen.append(task)
+            continue
+        if covered >= share * total:
+            break
+        chosen.append(task)
+        covered += cost(task)
+    return chosen
+
+
 def tune_model(
     *,
     model_name: str,
@@ -335,16 +428,24 @@ def tune_model(
     threads: int,
     budget: TuneBudget,
     fresh: bool = False,
+    warm_start: bool = True,
+    warm_start_log: str | None = None,
     rpc_tracker: tuple[str, int] | None = None,
     rpc_key: str | None = None,
     emit: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
     seed: int | None = None,
     work_dir: Path | None = None,
     measure_model: bool = True,
+    reference: Callable[[], tuple[str, float]] | None = None,
 ) -> TuneOutcome:
+    """Tune `relax_mod` on this CPU and store the log. Warm start (default): the work folder starts from the
+    nearest compatible stored log (`warm_start_log` names one), re-timed here. `reference`, if given, times the
+    reference backend right after the tuned model, for the ratio stored in the metadata."""
     import tvm
     from tvm.s_tir import meta_schedule as ms
 
+    started_monotonic = time.monotonic()
+    started = time.time()
     tv.set_runtime_threads(threads)
     target = tv.host_target(threads)
     key = tv.target_key(target, input_shape[0])
@@ -356,16 +457,26 @@ def tune_model(
 
     lowered = tv.lower_for_tuning(relax_mod, target)
     tasks = extract(lowered, target)
-    already = count_records(work_dir)
-    planned = max(0, budget.trials - already)
-    emit(f"[tune {model_name}] target {target} -> {destination}; {len(tasks)} tasks; "
-         f"{already} candidates already measured in {work_dir}, {planned} to go")
-
-    started = time.time()
-    reporter = ProgressReporter(model_name, planned, emit)
     search_runner = make_runner(rpc_tracker, rpc_key, ms.runner.EvaluatorConfig(**SEARCH_EVALUATOR))
+
+    warm = _resume_or_seed(tasks, target, model_name, input_shape, tuning_logs, threads, work_dir, warm_start,
+                           warm_start_log, search_runner, emit)
+    budget = budget.resolved(warm is not None)
+    already = count_records(work_dir) - (warm.seeds if warm else 0)
+    planned = max(0, budget.trials - already)
+    searched = tasks_worth_searching(tasks, warm) if warm else tasks
+    emit(f"[tune {model_name}] target {target} -> {destination}; {len(tasks)} tasks"
+         + (f", warm start from {warm.source} ({warm.seeds} seeds re-timed here), searching the {len(searched)} "
+            f"where they cost the most time" if warm else ", cold start")
+         + f"; {already} candidates already measured in {work_dir}, {planned} to go")
+
+    reporter = ProgressReporter(model_name, planned, emit, started=started_monotonic)
+    for task in tasks:
+        us = warm.seed_us.get(task.task_name) if warm else None
+        reporter.seed(task.task_name, float(task.weight), us / 1e6 if us is not None else None, len(tasks))
+    reporter.checkpoint()
     if planned > 0:
-        search(tasks, target, work_dir, budget, search_runner, reporter, seed=seed)
+        search(searched, target, work_dir, budget, search_runner, reporter, seed=seed)
     search_seconds = time.time() - started
 
     clean_runner = make_runner(rpc_tracker, rpc_key, ms.runner.EvaluatorConfig(**CLEAN_EVALUATOR))
@@ -382,14 +493,17 @@ def tune_model(
                 f"tuning {model_name} ended without a valid schedule for {', '.join(coverage.missing)}; "
                 f"the stored log {destination} is unchanged. Raise --tune-trials (or --tune-trials-per-task) "
                 f"and rerun: measurements so far are kept in {work_dir}")
-        model_ms = measure_model_ms(lowered, target, staging, input_shape) if measure_model and rpc_tracker is None \
-            else None
-        total_trials = count_records(work_dir)
+        local = measure_model and rpc_tracker is None
+        model_ms = measure_model_ms(lowered, target, staging, input_shape) if local else None
+        reference_name, reference_ms = reference() if (reference and local) else (None, None)
+        total_trials = count_records(work_dir) - (warm.seeds if warm else 0)
+        host = cpu_profile()
         metadata = {
             "model": model_name,
             "tvm_version": tvm.__version__,
             "target": str(target),
             "cpu": tv.host_cpu(),
+            **(describe_profile(host) if host else {}),
             "cores": threads,
             "batch_size": input_shape[0],
             "trials": total_trials,
@@ -400,8 +514,15 @@ def tune_model(
             "total_seconds": round(time.time() - started),
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "measured_on": f"rpc {rpc_tracker[0]}:{rpc_tracker[1]} key {rpc_key}" if rpc_tracker else "local",
+            "warm_start_from": warm.source if warm else None,
+            "warm_start": warm.to_json() if warm else None,
+            "searched_tasks": [t.task_name for t in searched],
             "model_latency_ms": round(model_ms, 3) if model_ms is not None else None,
+            "reference_backend": reference_name,
+            "reference_latency_ms": round(reference_ms, 3) if reference_ms is not None else None,
+            "ratio_to_reference": round(model_ms / reference_ms, 3) if model_ms and reference_ms else None,
             "coverage": coverage.summary(),
+            "progress": [list(point) for point in reporter.history],
             "tasks": per_task,
         }
         (staging / tv.METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
@@ -409,5 +530,31 @@ def tune_model(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     ms_text = f"{model_ms:.2f} ms" if model_ms is not None else "n/a"
-    emit(f"[tune {model_name}] stored {destination}: {coverage.summary()}, model latency {ms_text}")
+    ratio_text = (f", {metadata['ratio_to_reference']:.2f}x {reference_name} ({reference_ms:.2f} ms)"
+                  if metadata["ratio_to_reference"] else "")
+    emit(f"[tune {model_name}] stored {destination}: {coverage.summary()}, model latency {ms_text}{ratio_text}, "
+         f"{_fmt_duration(time.time() - started)} in all")
     return TuneOutcome(destination, metadata)
+
+
+def _resume_or_seed(tasks: list[Any], target: Any, model_name: str, input_shape: tuple[int, ...],
+                    tuning_logs: Path, threads: int, work_dir: Path, warm_start: bool, warm_start_log: str | None,
+                    runner: Any, emit: Callable[[str], None]) -> WarmStart | None:
+    """A resumed run keeps how it started; a new one is seeded from the nearest compatible log, if any."""
+    marker = work_dir / WARM_START_FILE
+    if count_records(work_dir) > 0:
+        if marker.is_file():
+            try:
+                return WarmStart.from_json(json.loads(marker.read_text(encoding="utf-8")))
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                raise UsageError(f"{marker} is damaged; rerun with --tune-fresh to start over") from None
+        return None
+    if not warm_start:
+        return None
+    try:
+        choice = choose_log(tuning_logs, model_name, threads, input_shape[0], named=warm_start_log)
+    except NoLog as exc:
+        emit(f"[tune {model_name}] cold start: {exc}")
+        return None
+    emit(f"[tune {model_name}] warm start from {choice.log.path} ({choice.why}): re-timing its records here")
+    return plant_seeds(tasks, target, choice, work_dir, runner, emit)

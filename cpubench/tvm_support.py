@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .cache import seal_entry, sidecar_path
 from .errors import UsageError
 
 DB_FILES = ("database_workload.json", "database_tuning_record.json")
@@ -214,14 +215,23 @@ def finish_tuned(applied: Any, target: Any) -> Any:
         ])(applied)
 
 
-def compile_module(mod: Any, target: Any, out_path: Path) -> None:
-    """Compile a Relax module and export it as a shared library at `out_path` (written atomically)."""
+def compile_module(mod: Any, target: Any, out_path: Path, seal: bool = True) -> None:
+    """Compile a Relax module and export it as a shared library at `out_path`: written atomically, then sealed
+    with its digest (see cache.py), so a truncated library is rebuilt rather than mmapped into a bus error.
+    `seal=False` for a throwaway library that is deleted after use (no `.sha256` left behind)."""
     import tvm
 
     executable = tvm.compile(mod, target=target)
     tmp = out_path.with_name(f".{out_path.name}.tmp{os.getpid()}.so")
-    executable.export_library(str(tmp))
-    os.replace(tmp, out_path)
+    try:
+        executable.export_library(str(tmp))
+        sidecar_path(out_path).unlink(missing_ok=True)
+        os.replace(tmp, out_path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if seal:
+        seal_entry(out_path)  # only now is the library complete and in place
 
 
 def load_vm(lib_path: Path) -> Any:

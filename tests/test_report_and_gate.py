@@ -10,7 +10,7 @@ from cpubench import gate
 from cpubench.chart import write_chart
 from cpubench.errors import UsageError
 from cpubench.report import BenchRow, ratios, table_lines
-from cpubench.session import percentile_stats
+from cpubench.stats import percentile_stats
 
 
 def row(model, backend, median_ms, top1=285):

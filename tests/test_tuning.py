@@ -117,6 +117,62 @@ def test_corrupt_log_names_the_file(tiny_tuned, tmp_path):
         tv.open_database(missing)
 
 
+def other_cpu_of_this_arch() -> str:
+    """An LLVM CPU name of this machine's architecture with a baseline vector ISA: any host can run its logs."""
+    from cpubench.log_finder import cpu_profile
+
+    return "x86-64" if cpu_profile().arch == "x86_64" else "generic"
+
+
+def test_warm_start_seeds_from_the_nearest_log_and_leaves_it_untouched(tiny_tuned, tiny_onnx, tmp_path):
+    outcome, _ = tiny_tuned
+    logs = tmp_path / "logs"
+    source_key = f"{other_cpu_of_this_arch()}-1c"
+    source = logs / "tiny" / source_key
+    shutil.copytree(outcome.log_dir, source)
+    before = {p.name: p.read_bytes() for p in source.iterdir()}
+    lines: list[str] = []
+    warm = tune_model(model_name="tiny", relax_mod=tiny_relax(tiny_onnx), input_shape=TINY_SHAPE,
+                      tuning_logs=logs, threads=1, work_dir=tmp_path / "work", seed=3, emit=lines.append,
+                      budget=TuneBudget(trials=8, trials_per_task=4, trials_per_iter=4, remeasure_top_k=1),
+                      reference=lambda: ("fake-reference", 1.0))
+    meta = warm.metadata
+    assert meta["warm_start_from"] == source_key
+    assert meta["warm_start"]["seeds"] == len(meta["tasks"]) > 0
+    assert all(us is not None for us in meta["warm_start"]["seed_us"].values())
+    assert any(line.startswith("[seed] ") for line in lines), lines
+    assert meta["searched_tasks"] and set(meta["searched_tasks"]) <= {t["task"] for t in meta["tasks"]}
+    # The estimate is complete before the first candidate: every task starts from its re-timed seed.
+    assert meta["progress"][0][1] == 0 and meta["progress"][0][2] > 0
+    assert meta["trials"] <= 8 and meta["ratio_to_reference"] == pytest.approx(meta["model_latency_ms"], rel=1e-3)
+    assert meta["arch"] and meta["vector_isa"] and meta["cpu_features"] is not None
+    assert {p.name: p.read_bytes() for p in source.iterdir()} == before
+    assert warm.log_dir.name == tv.target_key(tv.host_target(1))
+
+
+def test_tvm_tuned_uses_a_transferred_log_and_says_so(tiny_tuned, tiny_onnx, tmp_path, monkeypatch):
+    from tiny import tiny_model
+
+    from cpubench.backends import BackendUnavailable, LoadContext, create_backend
+
+    monkeypatch.setenv("CPUBENCH_CACHE", str(tmp_path / "cache"))
+    outcome, _ = tiny_tuned
+    logs = tmp_path / "logs"
+    key = f"{other_cpu_of_this_arch()}-1c"
+    shutil.copytree(outcome.log_dir, logs / "tiny" / key)
+    ctx = LoadContext(model=tiny_model(), onnx_path=tiny_onnx, threads=1, tuning_logs=logs)
+    create_backend("tvm-tuned").load(ctx)
+    assert ctx.info["tuning_log_cpu"] == key and ctx.info["tuning_log_transferred"] is True
+    assert ctx.info["tuning_log_label"] == f"log from {key}"
+    assert ctx.info["tuning_coverage"].startswith(f"{ctx.info['tunable_functions']}/")
+    exact = LoadContext(model=tiny_model(), onnx_path=tiny_onnx, threads=1, tuning_logs=logs, tuning_log_exact=True)
+    with pytest.raises(BackendUnavailable, match=r"--tuning-log-exact refuses the others.*pytest -m tune"):
+        create_backend("tvm-tuned").load(exact)
+    named = LoadContext(model=tiny_model(), onnx_path=tiny_onnx, threads=1, tuning_logs=logs, tuning_log_name=key)
+    create_backend("tvm-tuned").load(named)
+    assert named.info["tuning_log_choice"].startswith("named by --tuning-log")
+
+
 def test_missing_log_skips_with_the_command_to_make_one(tiny_onnx, tmp_path):
     from tiny import tiny_model
 
@@ -134,7 +190,7 @@ from pathlib import Path
 from tiny import TINY_SHAPE, tiny_relax
 from cpubench.tuning import TuneBudget, tune_model
 tune_model(model_name="tiny", relax_mod=tiny_relax(Path({onnx!r})), input_shape=TINY_SHAPE,
-           tuning_logs=Path({logs!r}), threads=1, work_dir=Path({work!r}), seed=1,
+           tuning_logs=Path({logs!r}), threads=1, work_dir=Path({work!r}), seed=1, warm_start=False,
            budget=TuneBudget(trials={trials}, trials_per_task=64, trials_per_iter=4, remeasure_top_k=1),
            emit=lambda line: print(line, flush=True))
 """

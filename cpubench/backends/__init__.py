@@ -29,6 +29,8 @@ class LoadContext:
     onnx_path: Path
     threads: int
     tuning_logs: Path
+    tuning_log_exact: bool = False  # tvm-tuned: only a log tuned on this CPU and core count
+    tuning_log_name: str | None = None  # tvm-tuned: this log (a key under tuning_logs/<model>/, or a folder)
     info: dict[str, Any] = field(default_factory=dict)  # backends add context (versions, coverage...) here
 
 

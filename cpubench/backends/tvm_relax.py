@@ -11,20 +11,33 @@ from typing import Any
 import numpy as np
 
 from .. import tvm_support as tv
-from ..cache import cached_path, content_key
+from ..cache import cached_path, content_key, discard_entry, usable_entry, write_entry
 from ..errors import UsageError
+from ..log_finder import NoLog, choose_log
 from . import BackendUnavailable, LoadContext
 
 RETUNE_HINT = "pytest -m tune --models {model}{batch}"
 
 
-def tuning_log_dir(tuning_logs: Path, model: str, target: Any, batch_size: int = 1) -> Path:
-    return tuning_logs / model / tv.target_key(target, batch_size)
-
-
 def retune_hint(ctx: LoadContext) -> str:
     batch = ctx.model.input_shape[0]
     return RETUNE_HINT.format(model=ctx.model.name, batch="" if batch == 1 else f" --batch-size {batch}")
+
+
+def cached_build_info(lib_path: Path, info_path: Path) -> dict[str, Any] | None:
+    """The build info of an intact cached library, or None to rebuild: the `.so` and its `.json` are used only as a
+    verified pair, since loading a damaged `.so` is a bus error that kills the process, not an exception."""
+    intact = [usable_entry(p) for p in (lib_path, info_path)]  # check both: each damaged one is discarded
+    if not all(intact):
+        return None
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        info = None
+    if isinstance(info, dict):
+        return info
+    discard_entry(info_path, "not a JSON object")
+    return None
 
 
 class TvmRelax:
@@ -37,6 +50,7 @@ class TvmRelax:
         self._tvm = tvm
         self.tuned = name == "tvm-tuned"
         self._vm = None
+        self._log_dir: Path | None = None
 
     def version(self) -> str:
         return self._tvm.__version__
@@ -49,15 +63,9 @@ class TvmRelax:
         parts: dict[str, Any] = {"onnx": Path(ctx.onnx_path).name, "tvm": self._tvm.__version__, "target": str(target),
                                  "kind": self.name}
         if self.tuned:
-            log_dir = tuning_log_dir(ctx.tuning_logs, ctx.model.name, target, ctx.model.input_shape[0])
-            if not log_dir.exists():
-                raise BackendUnavailable(
-                    f"no tuning log for {ctx.model.name} on this CPU ({log_dir} does not exist); "
-                    f"create one with `{retune_hint(ctx)}`")
+            log_dir = self._choose_log(ctx)
             tv.check_database_files(log_dir)
             parts["database"] = tv.database_digest(log_dir)
-            ctx.info["tuning_log"] = str(log_dir.relative_to(ctx.tuning_logs.parent)
-                                         if log_dir.is_relative_to(ctx.tuning_logs.parent) else log_dir)
             meta = log_dir / tv.METADATA_FILE
             if meta.is_file():
                 try:
@@ -68,19 +76,36 @@ class TvmRelax:
         key = content_key(**parts)
         lib_path = cached_path("tvm", f"{ctx.model.name}-{self.name}-{key}", ".so")
         info_path = lib_path.with_suffix(".json")
-        if not (lib_path.exists() and info_path.exists()):
-            build_info = self._build(ctx, target, lib_path)
-            info_path.write_text(json.dumps(build_info))
-        build_info = json.loads(info_path.read_text())
+        build_info = cached_build_info(lib_path, info_path)
+        if build_info is None:
+            build_info = self._build(ctx, target, lib_path)  # compile_module writes and seals the .so
+            write_entry(info_path, json.dumps(build_info).encode())
         ctx.info.update(build_info)
         self._vm = tv.load_vm(lib_path)
+
+    def _choose_log(self, ctx: LoadContext) -> Path:
+        """The log to apply (log_finder decides), recorded in ctx.info so every number says where it came from."""
+        try:
+            choice = choose_log(ctx.tuning_logs, ctx.model.name, ctx.threads, ctx.model.input_shape[0],
+                                exact_only=ctx.tuning_log_exact, named=ctx.tuning_log_name)
+        except NoLog as exc:
+            raise BackendUnavailable(f"{exc}; create one with `{retune_hint(ctx)}`") from None
+        log_dir = choice.log.path
+        self._log_dir = log_dir
+        ctx.info.update({
+            "tuning_log": str(log_dir.relative_to(ctx.tuning_logs.parent)
+                              if log_dir.is_relative_to(ctx.tuning_logs.parent) else log_dir),
+            "tuning_log_cpu": choice.log.key, "tuning_log_transferred": choice.transferred,
+            "tuning_log_choice": choice.why, "tuning_log_label": choice.label,
+        })
+        return log_dir
 
     def _build(self, ctx: LoadContext, target: Any, lib_path: Path) -> dict[str, Any]:
         mod = tv.import_onnx(ctx.onnx_path, ctx.model.input_shape)
         if not self.tuned:
             tv.compile_module(mod, target, lib_path)
             return {}
-        log_dir = tuning_log_dir(ctx.tuning_logs, ctx.model.name, target, ctx.model.input_shape[0])
+        log_dir = self._log_dir
         lowered = tv.lower_for_tuning(mod, target)
         applied, coverage = tv.apply_database(lowered, target, tv.open_database(log_dir))
         if not coverage.complete:

@@ -1,0 +1,37 @@
+"""Statistics of timings: percentiles and throughput for the report, and a plain median for one-off checks."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+
+def percentile_stats(data_seconds: list[float], batch_size: int) -> dict[str, float]:
+    data = np.asarray(data_seconds, dtype=np.float64)
+    median = float(np.median(data))
+    return {
+        "rounds": int(data.size),
+        "min": float(data.min()), "max": float(data.max()),
+        "mean": float(data.mean()), "stddev": float(data.std(ddof=1)) if data.size > 1 else 0.0,
+        "median": median,
+        "p50": float(np.percentile(data, 50)), "p90": float(np.percentile(data, 90)),
+        "p99": float(np.percentile(data, 99)),
+        "ips": batch_size / median if median > 0 else float("nan"),
+    }
+
+
+def median_call_ms(fn: Callable[[Any], Any], arg: Any, min_seconds: float = 2.0, min_calls: int = 20,
+                   warmup: int = 5) -> float:
+    """Median milliseconds of `fn(arg)` over at least `min_calls` calls and `min_seconds` (after a warm-up)."""
+    for _ in range(warmup):
+        fn(arg)
+    samples: list[float] = []
+    deadline = time.perf_counter() + min_seconds
+    while len(samples) < min_calls or time.perf_counter() < deadline:
+        start = time.perf_counter()
+        fn(arg)
+        samples.append(time.perf_counter() - start)
+    return float(np.median(samples)) * 1e3
