@@ -1,4 +1,8 @@
-"""Regression gate: each backend's median over ONNX Runtime's, measured in this run, within its stored band."""
+"""Regression gate: each backend's median over ONNX Runtime's, measured in this run, within its stored band.
+
+Runs after every benchmark (the `verdict` marker; see cpubench/plugin.py), on every machine: with this machine's
+stored ratios when benches/ratios.json has them, else with portable bounds (cpubench/gate.py).
+"""
 
 from __future__ import annotations
 
@@ -6,26 +10,38 @@ import pytest
 
 from cpubench import gate
 from cpubench.errors import UsageError
+from cpubench.plugin import VERDICT_MARKER, verdict_inputs
+
+pytestmark = getattr(pytest.mark, VERDICT_MARKER)
 
 
-def test_ratio_gate(suite, model_name):
+def test_ratio_gate(suite, model_name, request):
     settings = suite.settings
     if settings.gate_update:
         pytest.skip("--gate-update: this run stores the expected ratios instead of checking them")
+    if not set(settings.backends) - {gate.YARDSTICK}:
+        pytest.skip(f"{model_name}: --backends selects no backend besides {gate.YARDSTICK}; nothing to compare")
+    verdict_inputs(request.config, model_name, settings.backends)
     rows = [r for r in suite.results if r.model == model_name and r.timing]
-    if not any(r.backend == gate.YARDSTICK for r in rows) or len(rows) < 2:
-        pytest.skip(f"{model_name}: needs {gate.YARDSTICK} and another backend timed in this run "
-                    "(benchmarks disabled, deselected or skipped)")
+    if not any(r.backend == gate.YARDSTICK for r in rows):
+        state, why = suite.build_outcome(model_name, gate.YARDSTICK)
+        pytest.skip(f"{model_name}: {gate.YARDSTICK}, the yardstick, has no timing in this run "
+                    f"({'benchmarks disabled' if state == 'built' else why or 'not selected'})")
     try:
-        expected = gate.load_expected(settings.gate_file)
+        data = gate.load_expected(settings.gate_file)
     except UsageError as exc:
         pytest.fail(str(exc), pytrace=False)
     key = gate.machine_key(settings.threads, settings.batch_size)
-    machine = expected.get("machines", {}).get(key)
-    if not machine or model_name not in machine.get("ratios", {}):
-        pytest.skip(f"no expected ratios for {model_name} on {key} in {settings.gate_file}; "
-                    "store them with `pytest benches/ --gate-update`")
-    violations, checked = gate.check(rows, machine["ratios"], settings.backends)
-    if not checked:
-        pytest.skip(f"{model_name}: none of the backends that ran has an expected ratio on {key}")
-    assert not violations, "ratio gate: " + "; ".join(map(str, violations))
+    expectations = gate.expectations_for(data, key, model_name)
+    excused = {}
+    if not expectations.own:
+        # Bounds from other machines do not know whether a runtime exists here: a backend skipped as
+        # unavailable (not installed, no compatible tuning log) is reported, not failed. A build failure is.
+        for backend in settings.backends:
+            state, why = suite.build_outcome(model_name, backend)
+            if state == "unavailable":
+                excused[backend] = f"skipped: {why}"
+    violations, checked = gate.check(rows, {model_name: expectations.ratios}, settings.backends, excused)
+    suite.verdicts.append(f"gate {model_name} [{expectations.source}]: " + ("; ".join(checked) or "nothing to check"))
+    assert checked, f"{model_name}: no backend besides {gate.YARDSTICK} ran, so the gate checked nothing"
+    assert not violations, f"ratio gate ({expectations.source}): " + "; ".join(map(str, violations))

@@ -8,6 +8,11 @@ import pytest
 from cpubench.backends import BackendUnavailable
 from cpubench.errors import UsageError
 from cpubench.images import CAT_CLASSES, describe_class
+from cpubench.plugin import VERDICT_MARKER
+
+# Verdicts run after every benchmark (cpubench/plugin.py); these build what they compare themselves, so their
+# answer does not depend on order either.
+pytestmark = getattr(pytest.mark, VERDICT_MARKER)
 
 # Logits may differ by float32 re-association (fused, re-tiled or re-ordered sums), never by more than this
 # fraction of the reference logits' largest magnitude. Measured differences here are ~1e-5 of it.

@@ -13,6 +13,10 @@ from .stats import percentile_stats
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
 SESSION_KEY = pytest.StashKey[SuiteSession]()
+# model -> backend -> node id of its benchmark, as finally collected; and the node ids that have finished.
+PLAN_KEY = pytest.StashKey[dict[str, dict[str, str]]]()
+FINISHED_KEY = pytest.StashKey[set[str]]()
+VERDICT_MARKER = "verdict"
 
 
 def pytest_addoption(parser) -> None:
@@ -21,6 +25,14 @@ def pytest_addoption(parser) -> None:
 
 def pytest_configure(config) -> None:
     config.addinivalue_line("markers", "tune: regenerates tuning logs with MetaSchedule (opt-in: pytest -m tune)")
+    config.addinivalue_line("markers", f"{VERDICT_MARKER}: reads what the session measured; runs after every "
+                                       "benchmark, whatever order plugins chose")
+    workers = getattr(config.option, "numprocesses", None)
+    if workers not in (None, 0, "0"):
+        raise pytest.UsageError(f"-n {workers}: cpubench does not run in parallel (pytest-xdist): benchmarks on "
+                                "shared cores measure each other, and pytest-benchmark turns itself off; "
+                                "run without -n")
+    config.stash[FINISHED_KEY] = set()
     try:
         config.stash[SETTINGS_KEY] = Settings.from_config(config)
     except UsageError as exc:
@@ -50,6 +62,49 @@ def pytest_collection_modifyitems(config, items) -> None:
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_finish(session) -> None:
+    """Verdicts last, whatever order pytest or a plugin (pytest-randomly, a reversal) left the items in.
+
+    This hook runs after every `pytest_collection_modifyitems` implementation, wrappers included, and before
+    the run (and before `--collect-only` prints the list). Each verdict also checks at run time that the
+    benchmarks it reads have finished (see `verdict_inputs`), so an order changed later still cannot pass.
+    """
+    items = session.items
+    verdicts = [item for item in items if item.get_closest_marker(VERDICT_MARKER)]
+    if verdicts:
+        items[:] = [item for item in items if not item.get_closest_marker(VERDICT_MARKER)] + verdicts
+    plan: dict[str, dict[str, str]] = {}
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if getattr(item, "originalname", None) == "test_inference" and "backend_name" in params:
+            plan.setdefault(params["model_name"], {})[params["backend_name"]] = item.nodeid
+    session.config.stash[PLAN_KEY] = plan
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    try:
+        return (yield)
+    finally:
+        item.config.stash[FINISHED_KEY].add(item.nodeid)
+
+
+def verdict_inputs(config, model: str, backends: tuple[str, ...]) -> None:
+    """Skip when a selection left out a benchmark the verdict reads (it would be blind); fail when one of them is
+    still to run (the order was changed after cpubench's, so the verdict cannot be given honestly)."""
+    plan = config.stash.get(PLAN_KEY, {}).get(model, {})
+    finished = config.stash.get(FINISHED_KEY, set())
+    missing = [backend for backend in backends if backend not in plan]
+    if missing:
+        pytest.skip(f"{model}: the benchmark of {', '.join(missing)} is not in this run (deselected, -k, --lf); "
+                    "the verdict needs every selected backend timed in the same run")
+    pending = [backend for backend in backends if plan[backend] not in finished]
+    if pending:
+        pytest.fail(f"{model}: this verdict ran before the benchmark of {', '.join(pending)}: a plugin reordered "
+                    "the tests after cpubench put verdicts last, so no honest verdict can be given", pytrace=False)
 
 
 def suite_session(config) -> SuiteSession:

@@ -93,6 +93,7 @@ def context_lines(rows: list[BenchRow], suite) -> list[str]:
                          + (f" ({choice})" if choice else "")
                          + f", {r.context.get('tuning_coverage', '?')}, target `{r.context.get('tvm_target', '?')}`"
                          + agreement)
+    lines.extend(f"- {verdict}" for verdict in getattr(suite, "verdicts", []))
     versions = backend_versions()
     lines.append("- versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
     return lines

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from .images import DEFAULT_IMAGE, load_image, make_batch
 from .models import BuiltModel, build_model
 from .onnx_export import export_onnx
 from .options import Settings
+from .report import BenchRow
 
 
 @dataclass
@@ -36,15 +37,6 @@ class LoadedBackend:
         return int(np.argmax(self.logits))
 
 
-@dataclass
-class BenchResult:
-    model: str
-    backend: str
-    stats: dict[str, float]  # seconds: min, max, mean, stddev, median, p50, p90, p99; rounds; ips
-    top1: int
-    info: dict[str, Any] = field(default_factory=dict)
-
-
 class SuiteSession:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -53,7 +45,8 @@ class SuiteSession:
         self._models: dict[str, BuiltModel] = {}
         self._onnx: dict[str, Path] = {}
         self._loaded: dict[tuple[str, str], LoadedBackend | BaseException] = {}
-        self.results: list[BenchResult] = []
+        self.results: list[BenchRow] = []
+        self.verdicts: list[str] = []  # what each verdict checked and against what, for the report
 
     @property
     def default_image(self) -> bool:
@@ -82,6 +75,17 @@ class SuiteSession:
         if isinstance(value, BaseException):
             raise value
         return value
+
+    def build_outcome(self, model: str, backend: str) -> tuple[str, str]:
+        """("built", "") / ("unavailable", why) / ("failed", why) / ("not built", "") for a verdict's message."""
+        value = self._loaded.get((model, backend))
+        if value is None:
+            return "not built", ""
+        if isinstance(value, BackendUnavailable):
+            return "unavailable", str(value)
+        if isinstance(value, BaseException):
+            return "failed", str(value)
+        return "built", ""
 
     def _load(self, model_name: str, backend_name: str) -> LoadedBackend:
         backend = create_backend(backend_name)
