@@ -82,3 +82,41 @@ def test_gate_file_must_be_json(tmp_path):
     bad.write_text("{oops")
     with pytest.raises(UsageError, match=str(bad)):
         gate.load_expected(bad)
+
+
+def test_a_machine_without_an_entry_gets_portable_bounds(tmp_path):
+    file = tmp_path / "ratios.json"
+    gate.update(file, "znver4-2t-b1", ROWS, {"threads": 2})
+    slower_cpu = [row("resnet18", "torch", 16.0), row("resnet18", "onnxruntime", 4.0),
+                  row("resnet18", "tvm-tuned", 12.0), row("resnet18", "tvm", 1600.0)]
+    gate.update(file, "icelake-2t-b1", slower_cpu, {"threads": 2})
+    data = gate.load_expected(file)
+    own = gate.expectations_for(data, "znver4-2t-b1", "resnet18")
+    assert own.own and own.ratios["tvm-tuned"]["expected"] == pytest.approx(1.5)
+    portable = gate.expectations_for(data, "znver5-2t-b1", "resnet18")
+    assert not portable.own and "portable bounds" in portable.source
+    assert "icelake-2t-b1, znver4-2t-b1" in portable.source
+    # The largest expected ratio of any stored machine, with the portable slack.
+    assert portable.ratios["tvm-tuned"] == {"expected": pytest.approx(3.0), "max": pytest.approx(6.0)}
+    assert portable.ratios["torch"]["max"] == pytest.approx(4.0 * gate.PORTABLE_SLACK)
+    # Another batch size is another workload: its bounds come from machines with that batch size only.
+    assert "default bounds" in gate.expectations_for(data, "znver5-2t-b8", "resnet18").source
+
+
+def test_portable_bounds_catch_a_fallback_to_untuned_code():
+    data = {"machines": {"znver4-2t-b1": {"ratios": {"resnet18": {"tvm-tuned": {"expected": 0.98, "max": 1.57}}}}}}
+    bounds = gate.expectations_for(data, "rocketlake-2t-b1", "resnet18")
+    fine = [row("resnet18", "onnxruntime", 10.0), row("resnet18", "tvm-tuned", 15.0)]  # a transferred log: 1.5x
+    assert gate.check(fine, {"resnet18": bounds.ratios}, ("onnxruntime", "tvm-tuned"))[0] == []
+    fallback = [row("resnet18", "onnxruntime", 10.0), row("resnet18", "tvm-tuned", 75.0)]  # 5x slower
+    violations, _ = gate.check(fallback, {"resnet18": bounds.ratios}, ("onnxruntime", "tvm-tuned"))
+    assert [(v.model, v.backend) for v in violations] == [("resnet18", "tvm-tuned")]
+
+
+def test_a_model_no_machine_knows_gets_default_bounds():
+    bounds = gate.expectations_for({"machines": {}}, "rocketlake-2t-b1", "mobilenet")
+    assert "default bounds" in bounds.source and set(bounds.ratios) == set(gate.DEFAULT_BOUNDS)
+    unavailable = [row("mobilenet", "onnxruntime", 10.0)]
+    violations, checked = gate.check(unavailable, {"mobilenet": bounds.ratios}, ("onnxruntime", "tvm-tuned"),
+                                     {"tvm-tuned": "skipped: no tuning log fits"})
+    assert violations == [] and checked == ["mobilenet-tvm-tuned not checked (skipped: no tuning log fits)"]
