@@ -19,9 +19,9 @@ def test_ratio_gate(suite, model_name, request):
     settings = suite.settings
     if settings.gate_update:
         pytest.skip("--gate-update: this run stores the expected ratios instead of checking them")
-    if not set(settings.backends) - {gate.YARDSTICK}:
+    if not set(settings.variants) - {gate.YARDSTICK}:
         pytest.skip(f"{model_name}: --backends selects no backend besides {gate.YARDSTICK}; nothing to compare")
-    verdict_inputs(request.config, model_name, settings.backends)
+    verdict_inputs(request.config, model_name, settings.variants)
     rows = [r for r in suite.results if r.model == model_name and r.timing]
     if not any(r.backend == gate.YARDSTICK for r in rows):
         state, why = suite.build_outcome(model_name, gate.YARDSTICK)
@@ -37,11 +37,11 @@ def test_ratio_gate(suite, model_name, request):
     if not expectations.own:
         # Bounds from other machines do not know whether a runtime exists here: a backend skipped as
         # unavailable (not installed, no compatible tuning log) is reported, not failed. A build failure is.
-        for backend in settings.backends:
+        for backend in settings.variants:
             state, why = suite.build_outcome(model_name, backend)
             if state == "unavailable":
                 excused[backend] = f"skipped: {why}"
-    violations, checked = gate.check(rows, {model_name: expectations.ratios}, settings.backends, excused)
+    violations, checked = gate.check(rows, {model_name: expectations.ratios}, settings.variants, excused)
     suite.verdicts.append(f"gate {model_name} [{expectations.source}]: " + ("; ".join(checked) or "nothing to check"))
     assert checked, f"{model_name}: no backend besides {gate.YARDSTICK} ran, so the gate checked nothing"
     assert not violations, f"ratio gate ({expectations.source}): " + "; ".join(map(str, violations))

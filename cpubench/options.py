@@ -48,12 +48,16 @@ def host_port(text: str) -> tuple[str, int]:
 def add_options(parser) -> None:
     from .backends import BACKENDS
     from .models import MODELS
+    from .precision import DEFAULT_PRECISION, PRECISIONS
 
     group = parser.getgroup("cpubench", "CPU inference backend comparison")
     group.addoption("--models", type=name_list, default=list(MODELS), metavar="NAMES",
                     help=f"comma-separated models to run ({', '.join(MODELS)}); default: all")
     group.addoption("--backends", type=name_list, default=list(BACKENDS), metavar="NAMES",
                     help=f"comma-separated backends to run ({', '.join(BACKENDS)}); default: all")
+    group.addoption("--precision", type=name_list, default=[DEFAULT_PRECISION], metavar="NAMES",
+                    help=f"comma-separated precisions ({', '.join(PRECISIONS)}); each backend runs in each one it "
+                         f"and this CPU support, the others are skipped with the reason; default: {DEFAULT_PRECISION}")
     group.addoption("--threads", type=positive_int, default=None, metavar="N",
                     help=f"threads for every backend alike; default: physical cores ({physical_cores()})")
     group.addoption("--batch-size", type=positive_int, default=1, metavar="N",
@@ -98,6 +102,7 @@ def add_options(parser) -> None:
 class Settings:
     models: tuple[str, ...]
     backends: tuple[str, ...]
+    precisions: tuple[str, ...]
     threads: int
     batch_size: int
     weights: Path | None
@@ -115,6 +120,13 @@ class Settings:
     gate_file: Path
     gate_update: bool
 
+    @property
+    def variants(self) -> tuple[str, ...]:
+        """Every selected (backend, precision) as its key: `torch`, `openvino-bf16`, ..."""
+        from .precision import variant_keys
+
+        return variant_keys(self.backends, self.precisions)
+
     @classmethod
     def from_config(cls, config) -> Settings:
         from .backends import validate_backend_names
@@ -127,10 +139,17 @@ class Settings:
             raise UsageError(f"--models: unknown model {', '.join(map(repr, unknown))}; "
                              f"valid models: {', '.join(MODELS)}")
         backends = validate_backend_names(opt("backends"))
+        from .precision import PRECISIONS
+
+        bad = [p for p in opt("precision") if p not in PRECISIONS]
+        if bad:
+            raise UsageError(f"--precision: unknown precision {', '.join(map(repr, bad))}; "
+                             f"valid precisions: {', '.join(PRECISIONS)}")
         if (opt("rpc_tracker") is None) != (opt("rpc_key") is None):
             raise UsageError("--rpc-tracker and --rpc-key go together: give both or neither")
         settings = cls(
-            models=tuple(models), backends=tuple(backends), threads=opt("threads") or physical_cores(),
+            models=tuple(models), backends=tuple(backends), precisions=tuple(opt("precision")),
+            threads=opt("threads") or physical_cores(),
             batch_size=opt("batch_size"), weights=opt("weights"), image=opt("image"),
             results_dir=opt("results_dir"), tuning_logs=opt("tuning_logs"), tuning_log=opt("tuning_log"),
             tuning_log_exact=opt("tuning_log_exact"), tune_trials=opt("tune_trials"),

@@ -49,7 +49,8 @@ def pytest_generate_tests(metafunc) -> None:
     if "model_name" in metafunc.fixturenames:
         metafunc.parametrize("model_name", settings.models, scope="session")
     if "backend_name" in metafunc.fixturenames:
-        metafunc.parametrize("backend_name", settings.backends, scope="session")
+        # (backend, precision) keys: `openvino` for fp32, as before; `openvino-bf16` otherwise.
+        metafunc.parametrize("backend_name", settings.variants, scope="session")
 
 
 def pytest_collection_modifyitems(config, items) -> None:
@@ -139,13 +140,15 @@ def record_benchmark(suite: SuiteSession, benchmark, loaded: LoadedBackend) -> N
     settings = suite.settings
     extra = benchmark.extra_info
     extra.update({
-        "model": loaded.model, "backend": loaded.name, "backend_version": loaded.backend.version(),
+        "model": loaded.model, "backend": loaded.backend.name, "variant": loaded.name,
+        "precision": loaded.info.get("precision", "fp32"), "backend_version": loaded.backend.version(),
         "threads": settings.threads, "batch_size": settings.batch_size,
         "weights": suite.model(loaded.model).weights_source, "image": suite.image_path.name,
         "top1": loaded.top1, "top1_name": describe_class(loaded.top1), "build_seconds": round(loaded.load_seconds, 3),
     })
     for key in ("tvm_target", "tuning_log", "tuning_log_cpu", "tuning_log_transferred", "tuning_log_choice",
-                "tuning_log_label", "tuning_coverage"):
+                "tuning_log_label", "tuning_coverage", "openvino_inference_precision", "torch_fp32_matmul",
+                "torch_autocast", "torch_compile"):
         if key in loaded.info:
             extra[key] = loaded.info[key]
     stats = benchmark.stats

@@ -44,11 +44,13 @@ def ratios(rows: list[BenchRow], denominator: str) -> dict[tuple[str, str], floa
             for r in rows if r.timing and r.model in base}
 
 
-def _backend_order(row: BenchRow) -> int:
+def _backend_order(row: BenchRow) -> tuple[int, int]:
     from .backends import BACKENDS
+    from .precision import PRECISIONS, Variant
 
-    names = list(BACKENDS)
-    return names.index(row.backend) if row.backend in names else len(names)
+    names, variant = list(BACKENDS), Variant.parse(row.backend)
+    return (names.index(variant.backend) if variant.backend in names else len(names),
+            PRECISIONS.index(variant.precision) if variant.precision in PRECISIONS else len(PRECISIONS))
 
 
 def _fmt(value: float | None, spec: str = ".2f") -> str:
@@ -62,19 +64,39 @@ def table_lines(rows: list[BenchRow]) -> list[str]:
     lines: list[str] = []
     for model in dict.fromkeys(r.model for r in rows):
         lines += [f"### {model}", "",
-                  "| backend | median ms | mean ± stddev ms | p90 ms | p99 ms | images/s | speed-up vs torch "
-                  "| × onnxruntime | top-1 |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+                  "| backend | precision | median ms | mean ± stddev ms | p90 ms | p99 ms | images/s "
+                  "| speed-up vs torch | × onnxruntime | top-1 |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
         for r in sorted((r for r in rows if r.model == model), key=_backend_order):
             key = (r.model, r.backend)
             mean_sd = "—" if r.timing is None else f"{r.ms('mean'):.2f} ± {r.ms('stddev'):.2f}"
             lines.append(
-                f"| {r.label} | {_fmt(r.ms('median'))} | {mean_sd} | {_fmt(r.ms('p90'))} | {_fmt(r.ms('p99'))} "
+                f"| {r.label} | {r.context.get('precision', 'fp32')} | {_fmt(r.ms('median'))} | {mean_sd} "
+                f"| {_fmt(r.ms('p90'))} | {_fmt(r.ms('p99'))} "
                 f"| {_fmt(r.timing['ips'] if r.timing else None, '.1f')} "
                 f"| {_fmt(1 / speedup[key] if key in speedup else None, '.2f')}{'×' if key in speedup else ''} "
                 f"| {_fmt(vs_ort.get(key))} | {describe_class(r.top1)} |")
-        lines.append("")
+        lines += ["", verdict_line(rows, model), ""]
     return lines
+
+
+def verdict_line(rows: list[BenchRow], model: str) -> str:
+    """The answer in one line: the fastest backend and precision, and its margin over the runner-up and over
+    ONNX Runtime in float32."""
+    timed = sorted((r for r in rows if r.model == model and r.timing), key=lambda r: r.timing["median"])
+    if not timed:
+        return f"**{model}: no timing in this run.**"
+    best = timed[0]
+    line = (f"**{model}: fastest is {best.label} in {best.context.get('precision', 'fp32')}, "
+            f"{best.ms('median'):.2f} ms median**")
+    if len(timed) > 1:
+        second = timed[1]
+        line += (f"; {second.timing['median'] / best.timing['median']:.2f}× ahead of {second.label} "
+                 f"({second.ms('median'):.2f} ms)")
+    ort = next((r for r in timed if r.backend == YARDSTICK), None)
+    if ort is not None and ort not in timed[:2]:
+        line += f", {ort.timing['median'] / best.timing['median']:.2f}× faster than {YARDSTICK} fp32"
+    return line + "."
 
 
 def context_lines(rows: list[BenchRow], suite) -> list[str]:

@@ -17,6 +17,7 @@ from .images import DEFAULT_IMAGE, load_image, make_batch
 from .models import BuiltModel, build_model
 from .onnx_export import export_onnx
 from .options import Settings
+from .precision import Variant, cpu_lacks
 from .report import BenchRow
 
 
@@ -88,12 +89,20 @@ class SuiteSession:
         return "built", ""
 
     def _load(self, model_name: str, backend_name: str) -> LoadedBackend:
-        backend = create_backend(backend_name)
+        variant = Variant.parse(backend_name)
+        backend = create_backend(variant.backend)
+        if variant.precision not in backend.precisions:
+            raise BackendUnavailable(f"{variant.backend} has no {variant.precision} path (it runs "
+                                     f"{', '.join(backend.precisions)}); drop it from --precision or --backends")
+        lacking = cpu_lacks(variant.precision)
+        if lacking:
+            raise BackendUnavailable(lacking)
         model = self.model(model_name)
         ctx = LoadContext(model=model, onnx_path=self.onnx_path(model_name), threads=self.settings.threads,
                           tuning_logs=self.settings.tuning_logs, tuning_log_exact=self.settings.tuning_log_exact,
-                          tuning_log_name=self.settings.tuning_log)
+                          tuning_log_name=self.settings.tuning_log, precision=variant.precision)
         started = time.perf_counter()
+        ctx.info["precision"] = variant.precision
         backend.load(ctx)
         inputs = backend.prepare_inputs(make_batch(self.image, self.settings.batch_size))
         outputs = backend.forward(inputs)  # also the warm-up call: first-call allocations stay out of timing

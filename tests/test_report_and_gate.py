@@ -39,7 +39,18 @@ def test_ratios_are_within_one_model():
 def test_table_has_speedup_ratio_and_class_name():
     text = "\n".join(table_lines(ROWS))
     assert "### resnet18" in text and "### efficientnet_lite0" in text
-    assert "| tvm-tuned | 12.00 |" in text and "| 1.33× | 1.50 | 285 Egyptian cat |" in text
+    assert "| tvm-tuned | fp32 | 12.00 |" in text and "| 1.33× | 1.50 | 285 Egyptian cat |" in text
+
+
+def test_verdict_line_names_the_fastest_and_its_margins():
+    rows = [*ROWS, BenchRow("resnet18", "openvino-bf16", 285, percentile_stats([0.002] * 5, 1),
+                            {"precision": "bf16"})]
+    text = "\n".join(table_lines(rows))
+    assert ("**resnet18: fastest is openvino-bf16 in bf16, 2.00 ms median**; 4.00× ahead of onnxruntime (8.00 ms), "
+            "4.00× faster than onnxruntime fp32.") not in text  # the runner-up is onnxruntime itself here
+    assert "**resnet18: fastest is openvino-bf16 in bf16, 2.00 ms median**; 4.00× ahead of onnxruntime (8.00 ms)." \
+        in text
+    assert "**efficientnet_lite0: fastest is onnxruntime in fp32, 4.00 ms median**; 5.00× ahead of torch" in text
 
 
 def test_chart_is_a_png(tmp_path):

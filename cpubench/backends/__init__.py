@@ -15,7 +15,9 @@ from ..models import BuiltModel
 # name -> module (inside this package) that defines `Backend`; order is the report's row order.
 BACKENDS: dict[str, str] = {
     "torch": "torch_eager",
+    "torch-compile": "torch_compile",
     "onnxruntime": "onnxruntime_cpu",
+    "openvino": "openvino_cpu",
     "tvm": "tvm_relax",
     "tvm-tuned": "tvm_relax",
 }
@@ -29,6 +31,7 @@ class LoadContext:
     onnx_path: Path
     threads: int
     tuning_logs: Path
+    precision: str = "fp32"  # see precision.py; a backend only gets one it lists in `precisions`
     tuning_log_exact: bool = False  # tvm-tuned: only a log tuned on this CPU and core count
     tuning_log_name: str | None = None  # tvm-tuned: this log (a key under tuning_logs/<model>/, or a folder)
     info: dict[str, Any] = field(default_factory=dict)  # backends add context (versions, coverage...) here
@@ -36,6 +39,7 @@ class LoadContext:
 
 class Backend(Protocol):
     name: str
+    precisions: tuple[str, ...]  # what it can compute in ("fp32" always)
 
     def version(self) -> str: ...
 

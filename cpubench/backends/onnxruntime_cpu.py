@@ -11,6 +11,7 @@ from . import BackendUnavailable, LoadContext
 
 class OnnxRuntimeCPU:
     name = "onnxruntime"
+    precisions = ("fp32",)  # the CPU execution provider has no bfloat16 convolution kernels
 
     def __init__(self) -> None:
         try:

@@ -41,6 +41,8 @@ def cached_build_info(lib_path: Path, info_path: Path) -> dict[str, Any] | None:
 
 
 class TvmRelax:
+    precisions = ("fp32",)  # the tuning logs and the import are float32
+
     def __init__(self, name: str) -> None:
         try:
             import tvm

@@ -1,0 +1,65 @@
+"""OpenVINO backend: the CPU plugin on the suite's ONNX export, latency hint, explicit inference precision.
+
+OpenVINO picks bfloat16 by itself on CPUs with AMX or AVX512-BF16 unless told otherwise, so the precision is
+always set (`INFERENCE_PRECISION_HINT`) and read back from the compiled model: a row says fp32 only if the
+runtime confirms it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import BackendUnavailable, LoadContext
+
+OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}  # the suite's name -> OpenVINO's element type name
+
+
+class OpenVinoCPU:
+    name = "openvino"
+    precisions = ("fp32", "bf16")
+
+    def __init__(self) -> None:
+        try:
+            import openvino
+        except ImportError as exc:
+            raise BackendUnavailable(f"openvino is not installed ({exc}); run `pip install -e '.[backends]'` "
+                                     "(`make` installs it)") from None
+        self._ov = openvino
+        self._request = None
+
+    def version(self) -> str:
+        return self._ov.__version__.split("-")[0]
+
+    def load(self, ctx: LoadContext) -> None:
+        import openvino.properties as props
+        import openvino.properties.hint as hints
+
+        core = self._ov.Core()
+        wanted = OV_PRECISION[ctx.precision]
+        config = {
+            props.inference_num_threads: ctx.threads,
+            hints.performance_mode: hints.PerformanceMode.LATENCY,
+            hints.inference_precision: getattr(self._ov.Type, wanted),
+        }
+        compiled = core.compile_model(core.read_model(str(ctx.onnx_path)), "CPU", config)
+        actual = compiled.get_property(hints.inference_precision).get_type_name()
+        if actual != wanted:
+            raise BackendUnavailable(f"asked OpenVINO for {wanted}, its compiled model reports {actual}")
+        self._request = compiled.create_infer_request()
+        ctx.info.update({"openvino_inference_precision": actual,
+                         "openvino_threads": int(compiled.get_property(props.inference_num_threads))})
+
+    def prepare_inputs(self, batch: np.ndarray) -> Any:
+        return np.ascontiguousarray(batch, dtype=np.float32)
+
+    def forward(self, inputs: Any) -> Any:
+        return self._request.infer(inputs, share_inputs=True)
+
+    def to_numpy(self, outputs: Any) -> np.ndarray:
+        return np.asarray(outputs[0], dtype=np.float32).copy()
+
+
+def create(name: str) -> OpenVinoCPU:
+    return OpenVinoCPU()
