@@ -161,6 +161,11 @@ class Settings:
             raise UsageError(f"--weights: no such file: {settings.weights}")
         if settings.tuning_log is not None and settings.tuning_log_exact:
             raise UsageError("--tuning-log and --tuning-log-exact contradict each other: give one or neither")
+        if settings.tuning_log is not None:
+            from .log_finder import named_log
+
+            for model in settings.models:
+                named_log(settings.tuning_logs, model, settings.tuning_log)  # fails naming the option
         if settings.image is not None and not settings.image.is_file():
             raise UsageError(f"--image: no such file: {settings.image}")
         return settings

@@ -18,7 +18,10 @@ def run_pytest(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize(("option", "value", "expected"), [
     ("--models", "resnet18,vgg", "--models: unknown model 'vgg'; valid models: resnet18, efficientnet_lite0"),
-    ("--backends", "tvm,tensorrt", "unknown backend 'tensorrt'; valid backends: torch, onnxruntime, tvm, tvm-tuned"),
+    ("--backends", "tvm,tensorrt",
+     "unknown backend 'tensorrt'; valid backends: torch, torch-compile, onnxruntime, openvino, tvm, tvm-tuned"),
+    ("--precision", "fp32,int4", "--precision: unknown precision 'int4'; valid precisions: fp32, bf16"),
+    ("--tuning-log", "no-such-log-9c", "--tuning-log no-such-log-9c: no such log for resnet18"),
     ("--threads", "0", "expected a positive integer, got 0"),
     ("--batch-size", "two", "expected a positive integer, got 'two'"),
     ("--image", "no/such/photo.jpg", "--image: no such file: no/such/photo.jpg"),
@@ -31,6 +34,19 @@ def test_bad_option_fails_at_start_up_without_traceback(option, value, expected)
     assert result.returncode != 0
     assert expected in output
     assert "Traceback" not in output
+
+
+def test_tuning_log_options_contradict():
+    result = run_pytest("--tuning-log", "znver4-2c", "--tuning-log-exact", "--collect-only")
+    assert result.returncode != 0
+    assert "--tuning-log and --tuning-log-exact contradict each other" in result.stderr + result.stdout
+
+
+def test_precision_ids_keep_fp32_as_before():
+    result = run_pytest("--collect-only", "-q", "--precision", "fp32,bf16", "--models", "resnet18")
+    assert "test_inference[resnet18-openvino]" in result.stdout
+    assert "test_inference[resnet18-openvino-bf16]" in result.stdout
+    assert "test_inference[resnet18-torch-compile-bf16]" in result.stdout
 
 
 def test_rpc_options_go_together():

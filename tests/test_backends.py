@@ -1,0 +1,70 @@
+"""The backends beyond the blog post's four, on the tiny model: right answers, the precision they claim, and a
+skip with the fix when their package is missing."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+from tiny import TINY_SHAPE, tiny_model
+
+from cpubench import precision as prec
+from cpubench.backends import BackendUnavailable, LoadContext, create_backend
+
+
+def run(backend_name: str, onnx_path, precision: str = "fp32"):
+    model = tiny_model()
+    ctx = LoadContext(model=model, onnx_path=onnx_path, threads=1, tuning_logs=onnx_path.parent,
+                      precision=precision)
+    backend = create_backend(backend_name)
+    backend.load(ctx)
+    x = np.random.default_rng(0).standard_normal(TINY_SHAPE).astype("float32")
+    got = backend.to_numpy(backend.forward(backend.prepare_inputs(x)))
+    with torch.inference_mode():
+        expected = model.module(torch.from_numpy(x)).numpy()
+    return got, expected, ctx.info
+
+
+@pytest.mark.parametrize("name", ["openvino", "torch-compile"])
+def test_fp32_matches_torch(name, tiny_onnx, tmp_path, monkeypatch):
+    monkeypatch.setenv("CPUBENCH_CACHE", str(tmp_path))
+    got, expected, info = run(name, tiny_onnx)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    if name == "openvino":
+        assert info["openvino_inference_precision"] == "f32"  # asked for and confirmed, on AMX CPUs too
+
+
+@pytest.mark.skipif(prec.cpu_lacks("bf16") is not None, reason=str(prec.cpu_lacks("bf16")))
+@pytest.mark.parametrize("name", ["openvino", "torch", "torch-compile"])
+def test_bf16_is_bf16_and_close(name, tiny_onnx, tmp_path, monkeypatch):
+    monkeypatch.setenv("CPUBENCH_CACHE", str(tmp_path))
+    got, expected, info = run(name, tiny_onnx, "bf16")
+    assert np.abs(got - expected).max() <= 5e-2 * np.abs(expected).max()
+    assert info.get("openvino_inference_precision", "bf16") == "bf16"
+    assert info.get("torch_autocast", "cpu bfloat16") == "cpu bfloat16"
+
+
+def test_missing_package_is_a_skip_with_the_fix(monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino now raises ImportError
+    with pytest.raises(BackendUnavailable, match=r"openvino is not installed .*pip install -e '\.\[backends\]'"):
+        create_backend("openvino")
+
+
+def test_bf16_needs_the_cpu_flag(monkeypatch):
+    monkeypatch.setattr(prec, "cpu_flags", lambda: frozenset({"avx2", "avx512f"}))
+    assert "no native bfloat16" in (prec.cpu_lacks("bf16") or "")
+    assert prec.cpu_lacks("fp32") is None
+    monkeypatch.setattr(prec, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
+    import platform
+
+    if platform.machine() == "x86_64":
+        assert prec.cpu_lacks("bf16") is None
+
+
+def test_variant_keys_round_trip():
+    assert prec.variant_keys(["torch", "openvino"], ["fp32", "bf16"]) == (
+        "torch", "torch-bf16", "openvino", "openvino-bf16")
+    assert prec.Variant.parse("torch-compile-bf16") == prec.Variant("torch-compile", "bf16")
+    assert prec.Variant.parse("tvm-tuned") == prec.Variant("tvm-tuned", "fp32")
