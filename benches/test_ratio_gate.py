@@ -32,15 +32,15 @@ def test_ratio_gate(suite, model_name, request):
     except UsageError as exc:
         pytest.fail(str(exc), pytrace=False)
     key = gate.machine_key(settings.threads, settings.batch_size)
-    expectations = gate.expectations_for(data, key, model_name)
+    expectations = gate.expectations_for(data, key, model_name, settings.variants)
     excused = {}
-    if not expectations.own:
-        # Bounds from other machines do not know whether a runtime exists here: a backend skipped as
-        # unavailable (not installed, no compatible tuning log) is reported, not failed. A build failure is.
-        for backend in settings.variants:
-            state, why = suite.build_outcome(model_name, backend)
-            if state == "unavailable":
-                excused[backend] = f"skipped: {why}"
+    for variant in settings.variants:
+        # Bounds from other machines, or defaults, do not know whether a runtime exists here: a variant skipped as
+        # unavailable (not installed, no bf16 on this CPU, no compatible tuning log) is reported, not failed.
+        # A build failure always fails, and so does any variant missing where this machine's own ratio expects it.
+        state, why = suite.build_outcome(model_name, variant)
+        if state == "unavailable" and variant not in expectations.own:
+            excused[variant] = f"skipped: {why}"
     violations, checked = gate.check(rows, {model_name: expectations.ratios}, settings.variants, excused)
     suite.verdicts.append(f"gate {model_name} [{expectations.source}]: " + ("; ".join(checked) or "nothing to check"))
     assert checked, f"{model_name}: no backend besides {gate.YARDSTICK} ran, so the gate checked nothing"

@@ -103,20 +103,21 @@ def test_a_machine_without_an_entry_gets_portable_bounds(tmp_path):
     gate.update(file, "icelake-2t-b1", slower_cpu, {"threads": 2})
     data = gate.load_expected(file)
     own = gate.expectations_for(data, "znver4-2t-b1", "resnet18")
-    assert own.own and own.ratios["tvm-tuned"]["expected"] == pytest.approx(1.5)
-    portable = gate.expectations_for(data, "znver5-2t-b1", "resnet18")
+    assert "tvm-tuned" in own.own and own.ratios["tvm-tuned"]["expected"] == pytest.approx(1.5)
+    portable = gate.expectations_for(data, "znver5-2t-b1", "resnet18", ("torch", "tvm-tuned", "executorch"))
     assert not portable.own and "portable bounds" in portable.source
+    assert "default bounds: executorch <= 8x" in portable.source
     assert "icelake-2t-b1, znver4-2t-b1" in portable.source
     # The largest expected ratio of any stored machine, with the portable slack.
     assert portable.ratios["tvm-tuned"] == {"expected": pytest.approx(3.0), "max": pytest.approx(6.0)}
     assert portable.ratios["torch"]["max"] == pytest.approx(4.0 * gate.PORTABLE_SLACK)
     # Another batch size is another workload: its bounds come from machines with that batch size only.
-    assert "default bounds" in gate.expectations_for(data, "znver5-2t-b8", "resnet18").source
+    assert "default bounds" in gate.expectations_for(data, "znver5-2t-b8", "resnet18", ("torch",)).source
 
 
 def test_portable_bounds_catch_a_fallback_to_untuned_code():
     data = {"machines": {"znver4-2t-b1": {"ratios": {"resnet18": {"tvm-tuned": {"expected": 0.98, "max": 1.57}}}}}}
-    bounds = gate.expectations_for(data, "rocketlake-2t-b1", "resnet18")
+    bounds = gate.expectations_for(data, "rocketlake-2t-b1", "resnet18", ("onnxruntime", "tvm-tuned"))
     fine = [row("resnet18", "onnxruntime", 10.0), row("resnet18", "tvm-tuned", 15.0)]  # a transferred log: 1.5x
     assert gate.check(fine, {"resnet18": bounds.ratios}, ("onnxruntime", "tvm-tuned"))[0] == []
     fallback = [row("resnet18", "onnxruntime", 10.0), row("resnet18", "tvm-tuned", 75.0)]  # 5x slower
@@ -125,8 +126,8 @@ def test_portable_bounds_catch_a_fallback_to_untuned_code():
 
 
 def test_a_model_no_machine_knows_gets_default_bounds():
-    bounds = gate.expectations_for({"machines": {}}, "rocketlake-2t-b1", "mobilenet")
-    assert "default bounds" in bounds.source and set(bounds.ratios) == set(gate.DEFAULT_BOUNDS)
+    bounds = gate.expectations_for({"machines": {}}, "rocketlake-2t-b1", "mobilenet", ("torch", "tvm-tuned"))
+    assert "default bounds" in bounds.source and set(bounds.ratios) == {"torch", "tvm-tuned"}
     unavailable = [row("mobilenet", "onnxruntime", 10.0)]
     violations, checked = gate.check(unavailable, {"mobilenet": bounds.ratios}, ("onnxruntime", "tvm-tuned"),
                                      {"tvm-tuned": "skipped: no tuning log fits"})

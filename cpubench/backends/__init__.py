@@ -18,6 +18,7 @@ BACKENDS: dict[str, str] = {
     "torch-compile": "torch_compile",
     "onnxruntime": "onnxruntime_cpu",
     "openvino": "openvino_cpu",
+    "executorch": "executorch_xnnpack",
     "tvm": "tvm_relax",
     "tvm-tuned": "tvm_relax",
 }
