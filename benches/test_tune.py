@@ -30,8 +30,9 @@ def test_tune(suite, model_name, capsys):
 
     try:
         with capsys.disabled():  # progress lines are for the person waiting, show them live
-            outcome = tune_model(model_name=model_name,
-                                 relax_mod=tv.import_onnx(suite.onnx_path(model_name), model.input_shape),
+            outcome = tune_model(model_name=model.disk_key,
+                                 relax_mod=tv.import_onnx(suite.onnx_path(model_name), model.input_shape,
+                                                          model.input_name),
                                  input_shape=model.input_shape, tuning_logs=settings.tuning_logs,
                                  threads=settings.threads, budget=budget, fresh=settings.tune_fresh,
                                  warm_start=not settings.tune_cold, warm_start_log=settings.tuning_log,

@@ -17,20 +17,25 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 
 
-def load_image(path: Path, size: int = 224) -> np.ndarray:
-    """Return the photo at `path` as a (1, 3, size, size) float32 array, normalised with ImageNet statistics."""
+def load_image(path: Path, size: int | tuple[int, int] = 224, mean: tuple[float, ...] = tuple(IMAGENET_MEAN),
+               std: tuple[float, ...] = tuple(IMAGENET_STD), channels: int = 3) -> np.ndarray:
+    """Return the photo at `path` as a (1, channels, height, width) float32 array, resized to `size` and normalised
+    with `mean` and `std` (ImageNet's by default) on RGB values in [0, 1]."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"--image: no such file: {path}")
+    height, width = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     try:
         with Image.open(path) as img:
-            rgb = img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+            rgb = img.convert("RGB").resize((width, height), Image.Resampling.BILINEAR)
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise UsageError(f"--image: {path} is not a readable image ({exc})") from None
     array = np.asarray(rgb, dtype=np.float32) / 255.0
-    array = (array - IMAGENET_MEAN) / IMAGENET_STD
+    array = (array - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
+    if channels == 1:  # a grey-scale model: the luminance channel
+        array = array.mean(axis=2, keepdims=True)
     return np.ascontiguousarray(array.transpose(2, 0, 1)[np.newaxis], dtype=np.float32)
 
 
@@ -46,5 +51,6 @@ def class_names() -> tuple[str, ...]:
     return names
 
 
-def describe_class(index: int) -> str:
-    return f"{index} {class_names()[index]}"
+def describe_class(index: int, classes: int = 1000) -> str:
+    """`285 Egyptian cat` for a 1000-class (ImageNet) output; the index alone for any other."""
+    return f"{index} {class_names()[index]}" if classes == 1000 else str(index)

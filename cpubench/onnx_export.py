@@ -17,12 +17,15 @@ OPSET = 18
 
 
 def export_onnx(model: BuiltModel) -> Path:
-    """Export `model` once per (model, weights, torch version, shape); later calls return the cached file."""
+    """Export `model` once per (model, weights, torch version, shape); later calls return the cached file. An
+    `onnx:` model is its own file, used as is."""
     import onnx
 
-    key = content_key(model=model.name, weights=model.weights_digest, torch=torch.__version__,
+    if model.onnx_file is not None:
+        return model.onnx_file
+    key = content_key(model=model.disk_key, weights=model.weights_digest, torch=torch.__version__,
                       onnx=onnx.__version__, shape=model.input_shape, opset=OPSET)
-    path = cached_path("onnx", f"{model.name}-{key}", ".onnx")
+    path = cached_path("onnx", f"{model.disk_key}-{key}", ".onnx")
     if usable_entry(path):  # a truncated export is re-exported, not handed to ONNX Runtime or TVM
         return path
     example = torch.zeros(model.input_shape)

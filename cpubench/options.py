@@ -31,6 +31,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def input_size(text: str) -> tuple[int, int]:
+    height, sep, width = text.lower().partition("x")
+    try:
+        size = (int(height), int(width if sep else height))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or HxW (e.g. 224 or 256x192), got {text!r}") from None
+    if min(size) < 8:
+        raise argparse.ArgumentTypeError(f"expected sizes of at least 8 pixels, got {text!r}")
+    return size
+
+
 def name_list(text: str) -> list[str]:
     names = [part.strip() for part in text.split(",") if part.strip()]
     if not names:
@@ -52,7 +63,11 @@ def add_options(parser) -> None:
 
     group = parser.getgroup("cpubench", "CPU inference backend comparison")
     group.addoption("--models", type=name_list, default=list(MODELS), metavar="NAMES",
-                    help=f"comma-separated models to run ({', '.join(MODELS)}); default: all")
+                    help=f"comma-separated models: {', '.join(MODELS)}, torchvision:NAME, timm:NAME or "
+                         f"onnx:PATH; default: {','.join(MODELS)}")
+    group.addoption("--input-size", type=input_size, default=None, metavar="N|HxW",
+                    help="input height and width for every model (preprocessing follows); default: what the "
+                         "model declares (timm config, torchvision transforms, the ONNX input), else 224")
     group.addoption("--backends", type=name_list, default=list(BACKENDS), metavar="NAMES",
                     help=f"comma-separated backends to run ({', '.join(BACKENDS)}); default: all")
     group.addoption("--precision", type=name_list, default=[DEFAULT_PRECISION], metavar="NAMES",
@@ -101,6 +116,7 @@ def add_options(parser) -> None:
 @dataclass(frozen=True)
 class Settings:
     models: tuple[str, ...]
+    input_size: tuple[int, int] | None
     backends: tuple[str, ...]
     precisions: tuple[str, ...]
     threads: int
@@ -130,14 +146,12 @@ class Settings:
     @classmethod
     def from_config(cls, config) -> Settings:
         from .backends import validate_backend_names
-        from .models import MODELS
+        from .models import check_spec, parse_spec
 
         opt = config.getoption
         models = opt("models")
-        unknown = [m for m in models if m not in MODELS]
-        if unknown:
-            raise UsageError(f"--models: unknown model {', '.join(map(repr, unknown))}; "
-                             f"valid models: {', '.join(MODELS)}")
+        for model in models:
+            check_spec(parse_spec(model))  # fails naming the model, with the closest valid names
         backends = validate_backend_names(opt("backends"))
         from .precision import PRECISIONS
 
@@ -148,7 +162,8 @@ class Settings:
         if (opt("rpc_tracker") is None) != (opt("rpc_key") is None):
             raise UsageError("--rpc-tracker and --rpc-key go together: give both or neither")
         settings = cls(
-            models=tuple(models), backends=tuple(backends), precisions=tuple(opt("precision")),
+            models=tuple(models), input_size=opt("input_size"), backends=tuple(backends),
+            precisions=tuple(opt("precision")),
             threads=opt("threads") or physical_cores(),
             batch_size=opt("batch_size"), weights=opt("weights"), image=opt("image"),
             results_dir=opt("results_dir"), tuning_logs=opt("tuning_logs"), tuning_log=opt("tuning_log"),
@@ -163,9 +178,10 @@ class Settings:
             raise UsageError("--tuning-log and --tuning-log-exact contradict each other: give one or neither")
         if settings.tuning_log is not None:
             from .log_finder import named_log
+            from .models import disk_key_of
 
             for model in settings.models:
-                named_log(settings.tuning_logs, model, settings.tuning_log)  # fails naming the option
+                named_log(settings.tuning_logs, disk_key_of(model), settings.tuning_log)  # fails naming the option
         if settings.image is not None and not settings.image.is_file():
             raise UsageError(f"--image: no such file: {settings.image}")
         return settings

@@ -47,7 +47,10 @@ def pytest_generate_tests(metafunc) -> None:
     settings = settings_of(metafunc.config)
     # Model first, then backend: ids read `resnet18-onnxruntime`, so `-k` selects what one expects.
     if "model_name" in metafunc.fixturenames:
-        metafunc.parametrize("model_name", settings.models, scope="session")
+        from .models import parse_spec
+
+        metafunc.parametrize("model_name", settings.models, scope="session",
+                             ids=[parse_spec(m).test_id for m in settings.models])
     if "backend_name" in metafunc.fixturenames:
         # (backend, precision) keys: `openvino` for fp32, as before; `openvino-bf16` otherwise.
         metafunc.parametrize("backend_name", settings.variants, scope="session")
@@ -144,7 +147,8 @@ def record_benchmark(suite: SuiteSession, benchmark, loaded: LoadedBackend) -> N
         "precision": loaded.info.get("precision", "fp32"), "backend_version": loaded.backend.version(),
         "threads": settings.threads, "batch_size": settings.batch_size,
         "weights": suite.model(loaded.model).weights_source, "image": suite.image_path.name,
-        "top1": loaded.top1, "top1_name": describe_class(loaded.top1), "build_seconds": round(loaded.load_seconds, 3),
+        "top1": loaded.top1, "top1_name": describe_class(loaded.top1, loaded.classes), "classes": loaded.classes,
+        "build_seconds": round(loaded.load_seconds, 3),
     })
     for key in ("tvm_target", "tuning_log", "tuning_log_cpu", "tuning_log_transferred", "tuning_log_choice",
                 "tuning_log_label", "tuning_coverage", "openvino_inference_precision", "torch_fp32_matmul",

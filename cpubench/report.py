@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .images import describe_class
+from .models import preprocessing_note
 from .versions import backend_versions
 
 REFERENCE = "torch"  # speed-up column: the blog post compared everything to PyTorch
@@ -75,7 +76,7 @@ def table_lines(rows: list[BenchRow]) -> list[str]:
                 f"| {_fmt(r.ms('p90'))} | {_fmt(r.ms('p99'))} "
                 f"| {_fmt(r.timing['ips'] if r.timing else None, '.1f')} "
                 f"| {_fmt(1 / speedup[key] if key in speedup else None, '.2f')}{'×' if key in speedup else ''} "
-                f"| {_fmt(vs_ort.get(key))} | {describe_class(r.top1)} |")
+                f"| {_fmt(vs_ort.get(key))} | {describe_class(r.top1, r.context.get('classes', 1000))} |")
         lines += ["", verdict_line(rows, model), ""]
     return lines
 
@@ -103,7 +104,9 @@ def context_lines(rows: list[BenchRow], suite) -> list[str]:
     settings = suite.settings
     lines = [f"- image: `{suite.image_path.name}`; threads: {settings.threads}; batch size: {settings.batch_size}"]
     for model in dict.fromkeys(r.model for r in rows):
-        lines.append(f"- {model} weights: {suite.model(model).weights_source}")
+        built = suite.model(model)
+        lines.append(f"- {model} weights: {built.weights_source}; input {preprocessing_note(built)}"
+                     + "".join(f"; {note}" for note in built.notes))
     for r in rows:
         if "tuning_log" in r.context:
             agreement = ""

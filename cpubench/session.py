@@ -37,12 +37,17 @@ class LoadedBackend:
     def top1(self) -> int:
         return int(np.argmax(self.logits))
 
+    @property
+    def classes(self) -> int:
+        return int(self.logits.shape[-1])
+
 
 class SuiteSession:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.image_path = Path(settings.image or DEFAULT_IMAGE)
-        self.image = load_image(self.image_path)
+        self.image = load_image(self.image_path)  # checked at start-up; each model gets its own size below
+        self._images: dict[tuple, np.ndarray] = {}
         self._models: dict[str, BuiltModel] = {}
         self._onnx: dict[str, Path] = {}
         self._loaded: dict[tuple[str, str], LoadedBackend | BaseException] = {}
@@ -55,9 +60,21 @@ class SuiteSession:
 
     def model(self, name: str) -> BuiltModel:
         if name not in self._models:
-            self._models[name] = build_model(name, self.settings.weights if name == "resnet18" else None,
-                                             self.settings.batch_size)
+            # --weights goes into every torch-defined model, except that efficientnet_lite0 keeps the ImageNet
+            # weights it ships with when other models run beside it (`--weights resnet18.pth` on the default run).
+            keeps_own = name == "efficientnet_lite0" and len(self.settings.models) > 1
+            self._models[name] = build_model(name, None if keeps_own else self.settings.weights,
+                                             self.settings.batch_size, self.settings.input_size)
         return self._models[name]
+
+    def image_for(self, name: str) -> np.ndarray:
+        """The photo as this model wants it: its input size and normalisation, one image (batch 1)."""
+        model = self.model(name)
+        key = (model.input_shape[1:], model.mean, model.std)
+        if key not in self._images:
+            self._images[key] = load_image(self.image_path, model.input_shape[2:], model.mean, model.std,
+                                           channels=model.input_shape[1])
+        return self._images[key]
 
     def onnx_path(self, name: str) -> Path:
         if name not in self._onnx:
@@ -104,13 +121,13 @@ class SuiteSession:
         started = time.perf_counter()
         ctx.info["precision"] = variant.precision
         backend.load(ctx)
-        inputs = backend.prepare_inputs(make_batch(self.image, self.settings.batch_size))
+        inputs = backend.prepare_inputs(make_batch(self.image_for(model_name), self.settings.batch_size))
         outputs = backend.forward(inputs)  # also the warm-up call: first-call allocations stay out of timing
         load_seconds = time.perf_counter() - started
         logits = backend.to_numpy(outputs)
-        if logits.shape != (self.settings.batch_size, 1000):
-            raise UsageError(f"{backend_name} returned logits of shape {logits.shape} for {model_name}, "
-                             f"expected ({self.settings.batch_size}, 1000)")
+        if logits.ndim != 2 or logits.shape[0] != self.settings.batch_size:
+            raise UsageError(f"{backend_name} returned output of shape {logits.shape} for {model_name}, "
+                             f"expected (batch, classes) = ({self.settings.batch_size}, N)")
         return LoadedBackend(model_name, backend_name, backend, inputs, logits[0], load_seconds, ctx.info)
 
 

@@ -38,9 +38,12 @@ class ExecuTorchXnnpack:
     def load(self, ctx: LoadContext) -> None:
         from executorch.extension.pybindings import portable_lib
 
-        key = content_key(model=ctx.model.name, weights=ctx.model.weights_digest, torch=torch.__version__,
+        if ctx.model.module is None:
+            raise BackendUnavailable(f"{ctx.model.name} is an ONNX file: executorch lowers a torch module "
+                                     "(the ONNX-based backends run it, onnxruntime is the reference)")
+        key = content_key(model=ctx.model.disk_key, weights=ctx.model.weights_digest, torch=torch.__version__,
                           executorch=self.version(), shape=ctx.model.input_shape)
-        path = cached_path("executorch", f"{ctx.model.name}-{key}", ".pte")
+        path = cached_path("executorch", f"{ctx.model.disk_key}-{key}", ".pte")
         if not usable_entry(path):
             write_entry(path, self._lower(ctx))
         portable_lib._unsafe_reset_threadpool(ctx.threads)

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import LoadContext
+from . import BackendUnavailable, LoadContext
 
 
 class TorchEager:
@@ -23,6 +23,9 @@ class TorchEager:
         return torch.__version__
 
     def load(self, ctx: LoadContext) -> None:
+        if ctx.model.module is None:
+            raise BackendUnavailable(f"{ctx.model.name} is an ONNX file: {self.name} needs the model as a torch "
+                                     "module (the ONNX-based backends run it, onnxruntime is the reference)")
         torch.set_num_threads(ctx.threads)
         # fp32 means fp32: no TF32/bf16 shortcuts in matrix products (PyTorch's default, set so it cannot drift).
         torch.set_float32_matmul_precision("highest")

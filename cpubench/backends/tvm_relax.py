@@ -76,7 +76,7 @@ class TvmRelax:
                     raise UsageError(f"tuning log metadata {meta} is corrupt ({exc.msg}); "
                                      f"regenerate it with `{retune_hint(ctx)}`") from None
         key = content_key(**parts)
-        lib_path = cached_path("tvm", f"{ctx.model.name}-{self.name}-{key}", ".so")
+        lib_path = cached_path("tvm", f"{ctx.model.disk_key}-{self.name}-{key}", ".so")
         info_path = lib_path.with_suffix(".json")
         build_info = cached_build_info(lib_path, info_path)
         if build_info is None:
@@ -88,7 +88,7 @@ class TvmRelax:
     def _choose_log(self, ctx: LoadContext) -> Path:
         """The log to apply (log_finder decides), recorded in ctx.info so every number says where it came from."""
         try:
-            choice = choose_log(ctx.tuning_logs, ctx.model.name, ctx.threads, ctx.model.input_shape[0],
+            choice = choose_log(ctx.tuning_logs, ctx.model.disk_key, ctx.threads, ctx.model.input_shape[0],
                                 exact_only=ctx.tuning_log_exact, named=ctx.tuning_log_name)
         except NoLog as exc:
             raise BackendUnavailable(f"{exc}; create one with `{retune_hint(ctx)}`") from None
@@ -103,7 +103,7 @@ class TvmRelax:
         return log_dir
 
     def _build(self, ctx: LoadContext, target: Any, lib_path: Path) -> dict[str, Any]:
-        mod = tv.import_onnx(ctx.onnx_path, ctx.model.input_shape)
+        mod = tv.import_onnx(ctx.onnx_path, ctx.model.input_shape, ctx.model.input_name)
         if not self.tuned:
             tv.compile_module(mod, target, lib_path)
             return {}
