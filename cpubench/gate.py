@@ -31,6 +31,7 @@ PORTABLE_SLACK = 2.0
 # A backend's bf16 variant is held to its backend's bound (it should only be faster). Untuned TVM runs naive loops
 # (100-200x here); its bound only catches a collapse such as threads fighting each other.
 DEFAULT_BOUNDS = {"tvm-tuned": 3.0, "torch": 8.0, "torch-compile": 8.0, "openvino": 8.0, "executorch": 8.0,
+                  "litert": 8.0,
                   "tvm": 1000.0}
 
 

@@ -19,8 +19,8 @@ def run_pytest(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize(("option", "value", "expected"), [
     ("--models", "resnet18,vgg", "--models: unknown model 'vgg'; valid models: resnet18, efficientnet_lite0"),
     ("--backends", "tvm,tensorrt",
-     "unknown backend 'tensorrt'; valid backends: torch, torch-compile, onnxruntime, openvino, executorch, tvm, "
-     "tvm-tuned"),
+     "unknown backend 'tensorrt'; valid backends: torch, torch-compile, onnxruntime, openvino, executorch, "
+     "litert, tvm, tvm-tuned"),
     ("--precision", "fp32,int4", "--precision: unknown precision 'int4'; valid precisions: fp32, bf16"),
     ("--tuning-log", "no-such-log-9c", "--tuning-log no-such-log-9c: no such log for resnet18"),
     ("--threads", "0", "expected a positive integer, got 0"),

@@ -19,6 +19,7 @@ BACKENDS: dict[str, str] = {
     "onnxruntime": "onnxruntime_cpu",
     "openvino": "openvino_cpu",
     "executorch": "executorch_xnnpack",
+    "litert": "litert_xnnpack",
     "tvm": "tvm_relax",
     "tvm-tuned": "tvm_relax",
 }
