@@ -1,0 +1,80 @@
+"""Do the backends agree? Top-1 class and logits of every variant against the reference, with tolerances per
+precision, and the near-tie rule: when the reference's two best classes are closer than the tolerance, which
+comes first is luck of re-association, so the logits decide instead."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .images import describe_class
+
+# Logits may differ by float32 re-association (fused, re-tiled or re-ordered sums), never by more than this
+# fraction of the reference logits' largest magnitude. Measured differences here are ~1e-5 of it.
+LOGIT_TOLERANCE = 1e-3
+# bfloat16 keeps 8 significant bits: every weight and activation is rounded by up to 2^-9 (0.2%) of itself, and
+# the rounding of ~20 layers adds up (products accumulate in float32 on AMX and AVX512-BF16, so sums do not
+# add more). Measured on a Xeon with AMX: 4e-3 (ResNet18) and 1e-2 (EfficientNet-Lite0) of the largest logit.
+# 5e-2 leaves room for other CPUs and kernels; a wrong kernel is off by the size of the logits themselves.
+REDUCED_PRECISION_TOLERANCE = {"bf16": 5e-2}
+# The reference every other variant is compared with: the model as written, else ONNX Runtime (onnx: files).
+REFERENCES = ("torch", "onnxruntime")
+
+
+def tolerance(precision: str) -> float:
+    return LOGIT_TOLERANCE if precision == "fp32" else REDUCED_PRECISION_TOLERANCE[precision]
+
+
+def precision_of(backend: Any) -> str:
+    return backend.info.get("precision", "fp32")
+
+
+def reference_of(loaded: dict[str, Any]) -> str:
+    return next((name for name in REFERENCES if name in loaded), next(iter(loaded)))
+
+
+def top2_margin(logits: np.ndarray) -> float:
+    first, second = np.sort(logits)[-2:][::-1]
+    return float(first - second)
+
+
+def compare_top1(reference_name: str, loaded: dict[str, Any]) -> tuple[list[str], list[str], float]:
+    """(disagreements as text, variants judged by their logits because of a near-tie, the reference's margin)."""
+    reference = loaded[reference_name]
+    classes = reference.classes
+    scale = float(np.abs(reference.logits).max())
+    margin = top2_margin(reference.logits)
+    disagree, ties = [], []
+    for name, backend in loaded.items():
+        if name == reference_name:
+            continue
+        if backend.classes != classes:
+            disagree.append(f"{name} returns {backend.classes} classes, {reference_name} {classes}")
+            continue
+        allowed = tolerance(precision_of(backend)) * scale
+        if margin < allowed:
+            ties.append(name)
+            worst = float(np.abs(backend.logits - reference.logits).max())
+            if worst > allowed:
+                disagree.append(f"{name} ({precision_of(backend)}): near-tie on the reference's top-2, and its logits "
+                                f"differ by {worst:.3g} > {allowed:.3g}")
+        elif backend.top1 != reference.top1:
+            disagree.append(f"{name} ({precision_of(backend)}) says {describe_class(backend.top1, classes)}")
+    return disagree, ties, margin
+
+
+def compare_logits(reference_name: str, loaded: dict[str, Any]) -> list[str]:
+    reference = loaded[reference_name].logits
+    scale = float(np.abs(reference).max())
+    failures = []
+    for name, backend in loaded.items():
+        if backend.logits.shape != reference.shape:
+            failures.append(f"{name}: logits of shape {backend.logits.shape}, {reference_name} {reference.shape}")
+            continue
+        precision = precision_of(backend)
+        worst = float(np.abs(backend.logits - reference).max())
+        if worst > tolerance(precision) * scale:
+            failures.append(f"{name} ({precision}): max |logit - {reference_name} fp32| = {worst:.3g} > "
+                            f"{tolerance(precision)} x {scale:.3g}")
+    return failures
