@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev,backends,models]'
 	$(PY) -m pip install --quiet -e '.[executorch]' || echo "executorch could not be installed: its rows will be skipped"
-	$(PY) -m pip install --quiet -e '.[litert]' || echo "litert could not be installed: its rows will be skipped"
+	$(PY) -m pip install --quiet 'litert-torch==0.10.0' 'ai-edge-litert==2.3.0' || echo "litert could not be installed: its rows will be skipped"
 	touch $@
 
 bench: $(VENV)/.installed  ## the four-backend comparison, report in results/

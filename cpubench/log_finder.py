@@ -125,7 +125,9 @@ def read_metadata(log_dir: Path) -> dict[str, Any]:
 
 
 def stored_logs(tuning_logs: Path, model: str) -> list[StoredLog]:
-    """Every folder of `model` that looks like a log (both database files present), sorted by key."""
+    """Every folder of `model` that is, or was, a log (a database file or metadata in it), sorted by key. A damaged
+    one stays a candidate: if it is the nearest, the build fails naming the missing file, rather than another log
+    quietly taking its place."""
     logs = []
     base = tuning_logs / model
     if not base.is_dir():
@@ -134,7 +136,7 @@ def stored_logs(tuning_logs: Path, model: str) -> list[StoredLog]:
         parsed = parse_key(path.name)
         if parsed is None or path.name.startswith(".") or not path.is_dir():
             continue
-        if not all((path / name).exists() for name in DB_FILES):
+        if not any((path / name).exists() for name in (*DB_FILES, METADATA_FILE)):
             continue
         cpu, cores, batch = parsed
         logs.append(StoredLog(path, path.name, cpu, cores, batch, read_metadata(path)))

@@ -49,7 +49,7 @@ def test_nearest_prefers_same_core_count_then_shared_features(tmp_path):
     # Same CPU with another core count beats another CPU with the same count.
     (tmp_path / "net" / "znver4-2c" / "database_tuning_record.json").unlink()
     assert choose_log(tmp_path, "net", 2, host=CpuProfile("znver4", "x86_64", ZEN4.features)).log.key == "znver4-2c"
-    assert choose_log(tmp_path, "net", 4, host=ZEN4).log.key == "znver4-16c"
+    assert choose_log(tmp_path, "net", 12, host=ZEN4).log.key == "znver4-16c"
 
 
 def test_never_a_log_whose_code_needs_what_this_cpu_lacks(tmp_path):
@@ -98,6 +98,14 @@ def test_a_broken_exact_log_is_not_replaced_by_another(tmp_path):
     (broken / "database_tuning_record.json").unlink()
     choice = choose_log(tmp_path, "net", 2, host=ZEN5)
     assert choice.log.key == "znver5-2c" and not choice.transferred  # the build then fails, naming the file
+
+
+def test_a_damaged_nearest_log_is_chosen_and_then_fails_rather_than_replaced(tmp_path):
+    make_log(tmp_path, "haswell-2c", HASWELL)
+    nearest = make_log(tmp_path, "znver4-2c", ZEN4)
+    for name in ("database_workload.json", "database_tuning_record.json"):
+        (nearest / name).unlink()
+    assert choose_log(tmp_path, "net", 2, host=ZEN5).log.key == "znver4-2c"
 
 
 def test_no_logs_at_all(tmp_path):
