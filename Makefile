@@ -13,6 +13,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev,backends,models]'
 	$(PY) -m pip install --quiet -e '.[executorch]' || echo "executorch could not be installed: its rows will be skipped"
 	$(PY) -m pip install --quiet 'litert-torch==0.10.0' 'ai-edge-litert==2.3.0' || echo "litert could not be installed: its rows will be skipped"
+	# xdsl (under litert-torch) asks for typing-extensions<4.13 and apache-tvm-ffi for >=4.13: TVM's need wins,
+	# LiteRT converts and runs with the newer one.
+	$(PY) -m pip install --quiet 'typing-extensions>=4.14'
 	touch $@
 
 bench: $(VENV)/.installed  ## the four-backend comparison, report in results/
