@@ -18,14 +18,14 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet 'typing-extensions>=4.14'
 	touch $@
 
-bench: $(VENV)/.installed  ## the four-backend comparison, report in results/
+bench: $(VENV)/.installed  ## the comparison over every installed backend, report in results/
 	$(PY) -m pytest benches/ $(PYTEST_ARGS)
 
 test: $(VENV)/.installed  ## the suite's own tests, then the benchmarks in quick mode with the ratio gate
 	$(PY) -m pytest tests/ $(PYTEST_ARGS)
 	$(PY) -m pytest benches/ --benchmark-max-time=0.25 --benchmark-min-rounds=5 $(PYTEST_ARGS)
 
-tune: $(VENV)/.installed  ## regenerate tuning logs for this CPU (about an hour per model)
+tune: $(VENV)/.installed  ## tune TVM for this CPU, warm-started from the nearest stored log (about 15 minutes a model)
 	$(PY) -m pytest benches/ -m tune $(PYTEST_ARGS)
 
 gate-update: $(VENV)/.installed  ## store this machine's ratios as the expected ones

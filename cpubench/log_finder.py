@@ -235,6 +235,21 @@ def choose_log(tuning_logs: Path, model: str, cores: int, batch_size: int = 1, *
     return LogChoice(best, True, f"nearest compatible log: {_why(best, host, cores)}")
 
 
+def seed_logs(tuning_logs: Path, model: str, cores: int, batch_size: int = 1, *, named: str | None = None,
+              host: CpuProfile | None = None) -> list[LogChoice]:
+    """Every intact log that may seed a warm start on this CPU, nearest first (just the named one if given)."""
+    host = host or cpu_profile()
+    assert host is not None
+    if named is not None:
+        return [choose_log(tuning_logs, model, cores, batch_size, named=named, host=host)]
+    intact = [log for log in stored_logs(tuning_logs, model)
+              if all((log.path / name).is_file() for name in DB_FILES) and not incompatibility(log, host, batch_size)]
+    exact_key = f"{host.name}-{cores}c" + ("" if batch_size == 1 else f"-b{batch_size}")
+    return [LogChoice(log, log.key != exact_key, _why(log, host, cores) if log.key != exact_key
+                      else "tuned on this CPU and core count")
+            for log in sorted(intact, key=lambda log: _rank(log, host, cores))]
+
+
 def named_log(tuning_logs: Path, model: str, named: str) -> StoredLog:
     """`--tuning-log KEY` (a folder under tuning_logs/<model>/) or `--tuning-log PATH` (a log folder)."""
     stored = tuning_logs / model / named

@@ -18,20 +18,21 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import tvm_support as tv
 from .cache import cache_root
 from .errors import UsageError
-from .log_finder import NoLog, choose_log, cpu_profile, describe_profile
+from .log_finder import cpu_profile, describe_profile, seed_logs
 
 DEFAULT_TRIALS = 3000
 # Warm start (seeded from the nearest stored log, see log_finder): the seeds are already good schedules, so a
 # smaller budget spent on the tasks where they cost the most time reaches a cold run's result in a fraction of
-# its time. 1000 candidates keep `pytest -m tune --models resnet18` within 20 minutes on 2 cores.
-DEFAULT_WARM_TRIALS = 1000
+# its time. 500 candidates keep `pytest -m tune --models resnet18` within 20 minutes on 2 cores (about 43
+# candidates a minute in rounds of 32, plus 5 to 7 minutes to re-time seeds and finalists and time the model).
+DEFAULT_WARM_TRIALS = 500
 DEFAULT_TRIALS_PER_TASK = 256
 # Candidates built and measured per search round. Each round pays a fixed cost (evolutionary search,
 # cost-model update, a new builder pool); 64 keeps that cost small next to the builds.
@@ -364,36 +365,53 @@ def replace_log(staging: Path, destination: Path) -> None:
 class WarmStart:
     """Where a warm-started run's seeds came from, and how fast they ran here when re-timed."""
 
-    source: str  # the stored log's key, e.g. znver4-2c
+    source: str  # the nearest stored log's key, e.g. znver4-2c
     why: str
-    seeds: int  # records copied (one per workload: stored logs are pruned)
-    seed_us: dict[str, float | None]  # task name -> re-timed latency here (None: the seed failed here)
+    seeds: int  # records planted in the work folder (one per workload and source log)
+    seed_us: dict[str, float | None]  # task name -> fastest re-timed seed here (None: every seed failed here)
+    sources: list[str] = field(default_factory=list)  # every log that gave seeds, nearest first
+    seed_from: dict[str, str] = field(default_factory=dict)  # task name -> the log whose seed was fastest here
 
     def to_json(self) -> dict[str, Any]:
-        return {"source": self.source, "why": self.why, "seeds": self.seeds, "seed_us": self.seed_us}
+        return {"source": self.source, "why": self.why, "seeds": self.seeds, "seed_us": self.seed_us,
+                "sources": self.sources, "seed_from": self.seed_from}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> WarmStart:
-        return cls(str(data["source"]), str(data.get("why", "")), int(data["seeds"]), dict(data["seed_us"]))
+        return cls(str(data["source"]), str(data.get("why", "")), int(data["seeds"]), dict(data["seed_us"]),
+                   list(data.get("sources", [data["source"]])), dict(data.get("seed_from", {})))
 
 
-def plant_seeds(tasks: list[Any], target: Any, choice: Any, work_dir: Path, runner: Any,
+def plant_seeds(tasks: list[Any], target: Any, choices: list[Any], work_dir: Path, runner: Any,
                 emit: Callable[[str], None]) -> WarmStart:
-    """Re-time the stored log's best record of each task on this CPU and commit them, with these timings, as the
-    work folder's first records: MetaSchedule's evolutionary search draws its first population from the best
-    records in the database, and compares new candidates with numbers measured here, not on the seed's CPU."""
+    """Re-time every compatible log's best record of each task on this CPU and commit them, with these timings,
+    as the work folder's first records: MetaSchedule's evolutionary search draws its first population from the
+    best records in the database, and compares new candidates with numbers measured here, not on the seeds' CPUs.
+    Several logs give several seeds per task; the fastest here is where the search starts."""
     from tvm.s_tir import meta_schedule as ms
 
-    with tempfile.TemporaryDirectory(prefix="seeds-") as scratch:
-        # A copy: opening a JSONDatabase and committing a workload appends to its files, and the stored log
-        # must stay as it is.
-        for name in tv.DB_FILES:
-            shutil.copyfile(choice.log.path / name, Path(scratch) / name)
-        seed_db = ms.database.JSONDatabase(work_dir=scratch)
-        retimed, per_task = remeasure(tasks, target, seed_db, 1, runner, emit, label="seed")
-        retimed.dump_pruned(ms.database.JSONDatabase(work_dir=str(work_dir)))
-    warm = WarmStart(choice.log.key, choice.why, sum(1 for t in per_task if t["best_us"] is not None),
-                     {t["task"]: t["best_us"] for t in per_task})
+    work_db = ms.database.JSONDatabase(work_dir=str(work_dir))
+    planted = 0
+    best_us: dict[str, float | None] = {task.task_name: None for task in tasks}
+    seed_from: dict[str, str] = {}
+    for choice in choices:
+        with tempfile.TemporaryDirectory(prefix="seeds-") as scratch:
+            # A copy: opening a JSONDatabase and committing a workload appends to its files, and the stored log
+            # must stay as it is.
+            for name in tv.DB_FILES:
+                shutil.copyfile(choice.log.path / name, Path(scratch) / name)
+            seed_db = ms.database.JSONDatabase(work_dir=scratch)
+            retimed, per_task = remeasure(tasks, target, seed_db, 1, runner, emit, label=f"seed {choice.log.key}")
+            retimed.dump_pruned(work_db)
+        for result in per_task:
+            us = result["best_us"]
+            if us is None:
+                continue
+            planted += 1
+            if best_us[result["task"]] is None or us < best_us[result["task"]]:
+                best_us[result["task"]], seed_from[result["task"]] = us, choice.log.key
+    nearest = choices[0]
+    warm = WarmStart(nearest.log.key, nearest.why, planted, best_us, [c.log.key for c in choices], seed_from)
     (work_dir / WARM_START_FILE).write_text(json.dumps(warm.to_json(), indent=2) + "\n", encoding="utf-8")
     return warm
 
@@ -466,8 +484,8 @@ def tune_model(
     planned = max(0, budget.trials - already)
     searched = tasks_worth_searching(tasks, warm) if warm else tasks
     emit(f"[tune {model_name}] target {target} -> {destination}; {len(tasks)} tasks"
-         + (f", warm start from {warm.source} ({warm.seeds} seeds re-timed here), searching the {len(searched)} "
-            f"where they cost the most time" if warm else ", cold start")
+         + (f", warm start from {', '.join(warm.sources)} ({warm.seeds} seeds re-timed here), searching the "
+            f"{len(searched)} where they cost the most time" if warm else ", cold start")
          + f"; {already} candidates already measured in {work_dir}, {planned} to go")
 
     reporter = ProgressReporter(model_name, planned, emit, started=started_monotonic)
@@ -551,10 +569,10 @@ def _resume_or_seed(tasks: list[Any], target: Any, model_name: str, input_shape:
         return None
     if not warm_start:
         return None
-    try:
-        choice = choose_log(tuning_logs, model_name, threads, input_shape[0], named=warm_start_log)
-    except NoLog as exc:
-        emit(f"[tune {model_name}] cold start: {exc}")
+    choices = seed_logs(tuning_logs, model_name, threads, input_shape[0], named=warm_start_log)
+    if not choices:
+        emit(f"[tune {model_name}] cold start: no stored log of {model_name} fits this CPU")
         return None
-    emit(f"[tune {model_name}] warm start from {choice.log.path} ({choice.why}): re-timing its records here")
-    return plant_seeds(tasks, target, choice, work_dir, runner, emit)
+    emit(f"[tune {model_name}] warm start from {', '.join(c.log.key for c in choices)} (nearest: "
+         f"{choices[0].why}): re-timing their records here")
+    return plant_seeds(tasks, target, choices, work_dir, runner, emit)

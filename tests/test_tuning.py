@@ -130,6 +130,8 @@ def test_warm_start_seeds_from_the_nearest_log_and_leaves_it_untouched(tiny_tune
     source_key = f"{other_cpu_of_this_arch()}-1c"
     source = logs / "tiny" / source_key
     shutil.copytree(outcome.log_dir, source)
+    second_key = f"{other_cpu_of_this_arch()}-4c"  # a second compatible log: a second seed for every task
+    shutil.copytree(outcome.log_dir, logs / "tiny" / second_key)
     before = {p.name: p.read_bytes() for p in source.iterdir()}
     lines: list[str] = []
     warm = tune_model(model_name="tiny", relax_mod=tiny_relax(tiny_onnx), input_shape=TINY_SHAPE,
@@ -137,10 +139,12 @@ def test_warm_start_seeds_from_the_nearest_log_and_leaves_it_untouched(tiny_tune
                       budget=TuneBudget(trials=8, trials_per_task=4, trials_per_iter=4, remeasure_top_k=1),
                       reference=lambda: ("fake-reference", 1.0))
     meta = warm.metadata
-    assert meta["warm_start_from"] == source_key
-    assert meta["warm_start"]["seeds"] == len(meta["tasks"]) > 0
+    assert meta["warm_start_from"] == source_key  # the nearest: same core count
+    assert meta["warm_start"]["sources"] == [source_key, second_key]
+    assert meta["warm_start"]["seeds"] == 2 * len(meta["tasks"]) > 0
     assert all(us is not None for us in meta["warm_start"]["seed_us"].values())
-    assert any(line.startswith("[seed] ") for line in lines), lines
+    assert set(meta["warm_start"]["seed_from"].values()) <= {source_key, second_key}
+    assert any(line.startswith(f"[seed {second_key}] ") for line in lines), lines
     assert meta["searched_tasks"] and set(meta["searched_tasks"]) <= {t["task"] for t in meta["tasks"]}
     # The estimate is complete before the first candidate: every task starts from its re-timed seed.
     assert meta["progress"][0][1] == 0 and meta["progress"][0][2] > 0
