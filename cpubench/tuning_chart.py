@@ -37,8 +37,10 @@ def write_tuning_chart(curves: list[tuple[str, dict[str, Any]]], path: Path, ref
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.0, 4.2), dpi=120)
+    fig, ax = plt.subplots(figsize=(8.0, 5.2), dpi=110)
     for label, data in curves:
+        # Each run's own reference, timed in the same session when it has one: absolute times drift between runs.
+        reference_ms = data.get("reference_latency_ms") or reference_ms
         minutes = [p[0] for p in data["progress"]]
         ratios = [p[2] / reference_ms for p in data["progress"]]
         (line,) = ax.plot(minutes, ratios, marker=".", markersize=3, label=f"{label}: tuner's estimate")
@@ -49,12 +51,12 @@ def write_tuning_chart(curves: list[tuple[str, dict[str, Any]]], path: Path, ref
                     linestyle="none", label=f"{label}: compiled model, measured ({measured / reference_ms:.2f}x)")
     ax.axhline(1.0, color="grey", linewidth=0.8)
     ax.axhline(1.2, color="grey", linewidth=0.8, linestyle="--")
-    ax.set_yscale("log")
+    ax.annotate("1.2x", (ax.get_xlim()[1], 1.2), fontsize=7, ha="right", va="bottom", color="grey")
     ax.set_xlabel("minutes since `pytest -m tune` started")
-    ax.set_ylabel(f"model latency / {reference} ({reference_ms:.2f} ms)")
+    ax.set_ylabel(f"model latency / {reference}\n(timed in the same session)")
     ax.set_title(title or "Tuning progress", fontsize=10)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=1, frameon=False)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
@@ -67,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path, help="PNG to write")
     parser.add_argument("curves", nargs="+", metavar="METADATA[:LABEL]", help="metadata.json files with `progress`")
     parser.add_argument("--reference-ms", type=float, default=None,
-                        help="reference latency; default: the first file's reference_latency_ms")
+                        help="reference latency for files that record none; default: the first recorded one")
     parser.add_argument("--title", default="")
     args = parser.parse_args(argv)
     try:

@@ -132,3 +132,19 @@ def test_a_model_no_machine_knows_gets_default_bounds():
     violations, checked = gate.check(unavailable, {"mobilenet": bounds.ratios}, ("onnxruntime", "tvm-tuned"),
                                      {"tvm-tuned": "skipped: no tuning log fits"})
     assert violations == [] and checked == ["mobilenet-tvm-tuned not checked (skipped: no tuning log fits)"]
+
+
+def test_tuning_chart_from_metadata(tmp_path):
+    from cpubench.tuning_chart import main
+
+    warm = tmp_path / "warm.json"
+    warm.write_text(json.dumps({"progress": [[1.0, 0, 16.0], [5.0, 200, 13.0]], "model_latency_ms": 12.5,
+                                "total_seconds": 600, "reference_latency_ms": 10.0}))
+    cold = tmp_path / "cold.json"
+    cold.write_text(json.dumps({"progress": [[20.0, 1280, 15.0], [38.0, 2300, 10.1]]}))
+    out = tmp_path / "curve.png"
+    assert main([str(out), f"{warm}:warm", f"{cold}:cold"]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (tmp_path / "old.json").write_text(json.dumps({"model": "resnet18"}))
+    with pytest.raises(SystemExit):
+        main([str(out), str(tmp_path / "old.json")])
