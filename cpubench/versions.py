@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from importlib import metadata
 
-PACKAGES = ("torch", "torchvision", "onnx", "onnxruntime", "apache-tvm", "apache-tvm-ffi", "numpy", "pytest-benchmark")
+PACKAGES = ("torch", "torchvision", "onnx", "onnxruntime", "openvino", "executorch", "ai-edge-litert", "litert-torch",
+            "timm", "apache-tvm", "apache-tvm-ffi", "numpy", "pytest", "pytest-benchmark")
 
 
 def backend_versions() -> dict[str, str]:
