@@ -18,7 +18,9 @@ def write_chart(rows, path: Path) -> Path:
     models = list(dict.fromkeys(r.model for r in timed))
     backends = list(dict.fromkeys(r.backend for r in timed))
     width = 0.8 / max(1, len(backends))
-    fig, ax = plt.subplots(figsize=(2.2 + 2.2 * len(models) * max(1, len(backends)) / 2, 4.2), dpi=120)
+    # Wide enough for every bar, never wider than a page; 20 distinct colours so no two backends share one.
+    fig, ax = plt.subplots(figsize=(min(13.0, 3.0 + 0.45 * len(models) * max(1, len(backends))), 4.6), dpi=120)
+    colours = plt.get_cmap("tab20").colors
     medians = [r.ms("median") for r in timed]
     log_scale = max(medians) / max(min(medians), 1e-9) > LOG_SCALE_SPREAD
     for b_index, backend in enumerate(backends):
@@ -30,7 +32,8 @@ def write_chart(rows, path: Path) -> Path:
             xs.append(m_index + (b_index - (len(backends) - 1) / 2) * width)
             heights.append(row.ms("median"))
             upper.append(row.ms("p90") - row.ms("median"))
-        bars = ax.bar(xs, heights, width * 0.92, label=backend, yerr=[[0] * len(upper), upper], capsize=3)
+        bars = ax.bar(xs, heights, width * 0.92, label=backend, yerr=[[0] * len(upper), upper], capsize=3,
+                      color=colours[b_index % len(colours)])
         for bar, value in zip(bars, heights, strict=False):
             ax.annotate(f"{value:.1f}", (bar.get_x() + bar.get_width() / 2, value), ha="center", va="bottom",
                         fontsize=7, xytext=(0, 2), textcoords="offset points")
@@ -40,7 +43,7 @@ def write_chart(rows, path: Path) -> Path:
     ax.set_ylabel("median latency, ms" + (" (log scale)" if log_scale else "") + "; whisker: p90")
     ax.set_title(f"Inference latency, batch {timed[0].context.get('batch_size', 1)}, "
                  f"{timed[0].context.get('threads', '?')} threads (lower is better)", fontsize=10)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, ncol=2)
     ax.grid(axis="y", alpha=0.3, which="both")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
