@@ -148,3 +148,14 @@ def test_tuning_chart_from_metadata(tmp_path):
     (tmp_path / "old.json").write_text(json.dumps({"model": "resnet18"}))
     with pytest.raises(SystemExit):
         main([str(out), str(tmp_path / "old.json")])
+
+
+def test_confirm_ratio_times_both_again():
+    import time
+    from types import SimpleNamespace
+
+    def loaded(ms):
+        return SimpleNamespace(backend=SimpleNamespace(forward=lambda _: time.sleep(ms / 1e3)), inputs=None)
+
+    ratio = gate.confirm_ratio(loaded(2.0), loaded(6.0), repeats=1, seconds=0.05)
+    assert 2.0 < ratio < 4.0
