@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -60,6 +61,30 @@ class Backend(Protocol):
 
 class BackendUnavailable(Exception):
     """The backend cannot run here; the message says why and how to fix it (shown as a skip)."""
+
+
+def torch_module(ctx: LoadContext, backend: str) -> Any:
+    """The model as a torch module; an onnx: model has none, and a PyTorch-based backend then skips."""
+    if ctx.model.module is None:
+        raise BackendUnavailable(f"{ctx.model.name} is an ONNX file: {backend} needs the model as a torch module "
+                                 "(the ONNX-based backends run it, onnxruntime is the reference)")
+    return ctx.model.module
+
+
+def cached_conversion(ctx: LoadContext, kind: str, suffix: str, versions: dict[str, str],
+                      convert: Callable[[], bytes]) -> Path:
+    """A converted model file (ExecuTorch .pte, LiteRT .tflite) in the cache, keyed by model, weights, shape and the
+    converter's versions; converted again when missing or damaged."""
+    import torch
+
+    from ..cache import cached_path, content_key, usable_entry, write_entry
+
+    key = content_key(model=ctx.model.disk_key, weights=ctx.model.weights_digest, torch=torch.__version__,
+                      shape=ctx.model.input_shape, **versions)
+    path = cached_path(kind, f"{ctx.model.disk_key}-{key}", suffix)
+    if not usable_entry(path):
+        write_entry(path, convert())
+    return path
 
 
 def validate_backend_names(names: list[str]) -> list[str]:

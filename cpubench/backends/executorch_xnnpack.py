@@ -10,8 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..cache import cached_path, content_key, usable_entry, write_entry
-from . import BackendUnavailable, LoadContext
+from . import BackendUnavailable, LoadContext, cached_conversion, torch_module
 
 INSTALL_HINT = "run `pip install -e '.[executorch]'` (`make` installs it when it can)"
 
@@ -38,14 +37,8 @@ class ExecuTorchXnnpack:
     def load(self, ctx: LoadContext) -> None:
         from executorch.extension.pybindings import portable_lib
 
-        if ctx.model.module is None:
-            raise BackendUnavailable(f"{ctx.model.name} is an ONNX file: executorch lowers a torch module "
-                                     "(the ONNX-based backends run it, onnxruntime is the reference)")
-        key = content_key(model=ctx.model.disk_key, weights=ctx.model.weights_digest, torch=torch.__version__,
-                          executorch=self.version(), shape=ctx.model.input_shape)
-        path = cached_path("executorch", f"{ctx.model.disk_key}-{key}", ".pte")
-        if not usable_entry(path):
-            write_entry(path, self._lower(ctx))
+        torch_module(ctx, self.name)
+        path = cached_conversion(ctx, "executorch", ".pte", {"executorch": self.version()}, lambda: self._lower(ctx))
         portable_lib._unsafe_reset_threadpool(ctx.threads)
         ctx.info["executorch_threads"] = int(portable_lib._threadpool_get_thread_count())
         if ctx.info["executorch_threads"] != ctx.threads:

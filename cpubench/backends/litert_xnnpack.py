@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..cache import cached_path, content_key, usable_entry, write_entry
-from . import BackendUnavailable, LoadContext
+from ..cache import cached_path
+from . import BackendUnavailable, LoadContext, cached_conversion, torch_module
 
 INSTALL_HINT = "run `pip install -e '.[litert]'` (`make` installs it when it can)"
 
@@ -36,14 +36,8 @@ class LiteRtXnnpack:
         return metadata.version("ai-edge-litert")
 
     def load(self, ctx: LoadContext) -> None:
-        if ctx.model.module is None:
-            raise BackendUnavailable(f"{ctx.model.name} is an ONNX file: litert-torch converts a torch module "
-                                     "(the ONNX-based backends run it, onnxruntime is the reference)")
-        key = content_key(model=ctx.model.disk_key, weights=ctx.model.weights_digest, torch=torch.__version__,
-                          litert=self.version(), shape=ctx.model.input_shape)
-        path = cached_path("litert", f"{ctx.model.disk_key}-{key}", ".tflite")
-        if not usable_entry(path):
-            write_entry(path, self._convert(ctx))
+        torch_module(ctx, self.name)
+        path = cached_conversion(ctx, "litert", ".tflite", {"litert": self.version()}, lambda: self._convert(ctx))
         interpreter = self._interpreter_class(model_path=str(path), num_threads=ctx.threads)
         interpreter.allocate_tensors()
         self._input = interpreter.get_input_details()[0]["index"]

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import BackendUnavailable, LoadContext
+from . import LoadContext, torch_module
 
 
 class TorchEager:
@@ -23,13 +23,11 @@ class TorchEager:
         return torch.__version__
 
     def load(self, ctx: LoadContext) -> None:
-        if ctx.model.module is None:
-            raise BackendUnavailable(f"{ctx.model.name} is an ONNX file: {self.name} needs the model as a torch "
-                                     "module (the ONNX-based backends run it, onnxruntime is the reference)")
+        module = torch_module(ctx, self.name)
         torch.set_num_threads(ctx.threads)
         # fp32 means fp32: no TF32/bf16 shortcuts in matrix products (PyTorch's default, set so it cannot drift).
         torch.set_float32_matmul_precision("highest")
-        self._module = ctx.model.module.eval()
+        self._module = module.eval()
         self._bf16 = ctx.precision == "bf16"
         ctx.info.update({"torch_threads": torch.get_num_threads(),
                          "torch_fp32_matmul": torch.get_float32_matmul_precision(),
