@@ -1,8 +1,8 @@
 """torch.compile backend: Inductor on the same module, weights frozen into the graph, compiled before timing.
 
 Compilation happens on the first call, inside `load` (the warm-up call): its time is the row's build time,
-never part of the timing. Inductor's own caches live under the suite's cache folder, so a second session
-reuses the compiled kernels instead of compiling again.
+never part of the timing. Inductor's own caches live under the suite's cache folder; with frozen weights they
+save little of the compile on a second run (measured: 8-10 s a model either way), so it stays build time.
 """
 
 from __future__ import annotations
