@@ -25,7 +25,7 @@ test: $(VENV)/.installed  ## the suite's own tests, then the benchmarks in quick
 	$(PY) -m pytest tests/ $(PYTEST_ARGS)
 	$(PY) -m pytest benches/ --benchmark-max-time=0.5 --benchmark-min-rounds=5 $(PYTEST_ARGS)
 
-tune: $(VENV)/.installed  ## tune TVM for this CPU, warm-started from the nearest stored log (about 17 minutes a model)
+tune: $(VENV)/.installed  ## tune TVM for this CPU, warm-started from the nearest stored log (about 15 minutes a model)
 	$(PY) -m pytest benches/ -m tune $(PYTEST_ARGS)
 
 gate-update: $(VENV)/.installed  ## store this machine's ratios as the expected ones

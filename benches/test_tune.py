@@ -1,6 +1,6 @@
 """`pytest -m tune`: regenerate each selected model's tuning log for this CPU.
 
-Warm start by default: the search starts from the nearest compatible stored log, re-timed here (about 17 minutes
+Warm start by default: the search starts from the nearest compatible stored log, re-timed here (about 15 minutes
 for ResNet18 on 2 cores); `--tune-cold` searches from scratch (about 45 minutes).
 """
 

@@ -93,7 +93,7 @@ def add_options(parser) -> None:
     group.addoption("--tuning-log-exact", action="store_true", default=False,
                     help="tvm-tuned: only a log tuned on this CPU and core count, else skip; default: off")
     group.addoption("--tune-trials", type=positive_int, default=None, metavar="N",
-                    help="`-m tune`: measured candidates in all, per model; default: 500 when warm-started "
+                    help="`-m tune`: measured candidates in all, per model; default: 1200 when warm-started "
                          "from a stored log, 3000 from scratch")
     group.addoption("--tune-trials-per-task", type=positive_int, default=None, metavar="N",
                     help="`-m tune`: most candidates for one task; default: 256")
