@@ -1,12 +1,13 @@
-"""Inference latency of every selected model in every selected backend, timed by pytest-benchmark."""
+"""Inference latency of every selected model in every selected variant: each built in its own worker process,
+all variants of a model timed together in interleaved rounds, the rounds handed to pytest-benchmark."""
 
 from __future__ import annotations
 
-from cpubench.plugin import load_backend, record_benchmark
+from cpubench.plugin import load_backend, record_benchmark, timed_rounds
 
 
-def test_inference(benchmark, suite, model_name, backend_name):
-    loaded = load_backend(suite, model_name, backend_name)  # built, inputs ready: nothing of this is timed
+def test_inference(benchmark, suite, model_name, backend_name, request):
+    loaded = load_backend(suite, model_name, backend_name, benchmark)  # built in its worker, inputs ready: nothing timed yet
     benchmark.group = model_name
-    benchmark(loaded.backend.forward, loaded.inputs)
-    record_benchmark(suite, benchmark, loaded)
+    rounds = timed_rounds(request.config, suite, benchmark, model_name, backend_name)
+    record_benchmark(suite, benchmark, loaded, rounds)

@@ -10,6 +10,7 @@ from cpubench.backends import BackendUnavailable
 from cpubench.errors import UsageError
 from cpubench.images import CAT_CLASSES, describe_class
 from cpubench.plugin import VERDICT_MARKER
+from cpubench.worker import WorkerDied
 
 # Verdicts run after every benchmark (cpubench/plugin.py); these build what they compare themselves, so their
 # answer does not depend on order either.
@@ -21,7 +22,7 @@ def loaded_backends(suite, model_name):
     for backend in suite.settings.variants:
         try:
             loaded[backend] = suite.loaded(model_name, backend)
-        except BackendUnavailable as exc:
+        except (BackendUnavailable, WorkerDied) as exc:  # a dead worker fails its own benchmark, not this check
             skipped[backend] = str(exc)
         except UsageError as exc:
             pytest.fail(f"{model_name}-{backend}: {exc}", pytrace=False)

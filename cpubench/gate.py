@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
-from .report import YARDSTICK, BenchRow, ratios
+from .results import YARDSTICK, BenchRow, Ratio, ratio_table, ratios
 
 # Allowed ratio = expected x SLACK. Ratios on a 2-core machine wander by up to ~25% between runs (one run
 # lands on a noisy minute, the other does not); a backend that fell back to a slow path or a tuning log that
@@ -45,15 +45,9 @@ class Expectations:
 
 
 def machine_key(threads: int, batch_size: int) -> str:
-    try:
-        from .tvm_support import host_cpu
+    from .machine import gate_key
 
-        cpu = host_cpu()
-    except ImportError:
-        import platform
-
-        cpu = platform.machine()
-    return f"{cpu}-{threads}t-b{batch_size}"
+    return gate_key(threads, batch_size)
 
 
 @dataclass(frozen=True)
@@ -86,18 +80,18 @@ def load_expected(path: Path) -> dict[str, Any]:
     return data
 
 
-def confirm_ratio(yardstick: Any, variant: Any, repeats: int = 3, seconds: float = 1.0) -> float:
-    """The variant's median over the yardstick's, timed again in turns (yardstick, variant, ...), median of
-    `repeats` pairs: what the gate falls back on before failing a run on one noisy benchmark."""
-    from statistics import median
+def confirm_ratio(suite: Any, model: str, variant: str, seconds: float = 1.5) -> Ratio:
+    """The variant's ratio to the yardstick timed again: both workers, interleaved rounds for `seconds` each. What
+    the gate falls back on before failing a run on one noisy measurement."""
+    from .schedule import paired_ratios
+    from .stats import median_interval
 
-    from .stats import median_call_ms
-
-    pairs = []
-    for _ in range(repeats):
-        base = median_call_ms(yardstick.backend.forward, yardstick.inputs, min_seconds=seconds)
-        pairs.append(median_call_ms(variant.backend.forward, variant.inputs, min_seconds=seconds) / base)
-    return float(median(pairs))
+    schedule = suite.retime(model, [YARDSTICK, variant], seconds_per_variant=seconds)
+    for rounds in schedule.rounds.values():
+        if rounds.failure is not None:
+            raise rounds.failure
+    pairs = paired_ratios(schedule.rounds[variant], schedule.rounds[YARDSTICK])
+    return Ratio(*median_interval(pairs), pairs=len(pairs))
 
 
 def expectations_for(data: dict[str, Any], key: str, model: str, variants: tuple[str, ...] = ()) -> Expectations:
@@ -151,7 +145,8 @@ def check(rows: list[BenchRow], expected_for_machine: dict[str, dict[str, dict[s
     as unchecked instead.
     """
     excused = excused or {}
-    found = ratios(rows, YARDSTICK)
+    table = ratio_table(rows, YARDSTICK)
+    found = {key: ratio.value for key, ratio in table.items()}
     violations, checked = [], []
     for model in dict.fromkeys(model for (model, _) in found):
         for backend in selected:
@@ -168,8 +163,10 @@ def check(rows: list[BenchRow], expected_for_machine: dict[str, dict[str, dict[s
         entry = expected_for_machine.get(model, {}).get(backend)
         if entry is None:
             continue
-        checked.append(f"{model}-{backend} {ratio:.2f}x (≤ {entry['max']:.2f}x)")
-        if ratio > entry["max"]:
+        interval = table[(model, backend)]
+        checked.append(f"{model}-{backend} {interval} (≤ {entry['max']:.2f}x)")
+        # Out of band only when the whole interval is: a band can then be narrow where the measurement is tight.
+        if interval.low > entry["max"]:
             violations.append(Violation(model, backend, ratio, entry["max"], entry["expected"]))
     return violations, checked
 

@@ -1,12 +1,15 @@
 """Which stored tuning log applies to this CPU: the exact one, a named one, or the nearest compatible one.
 
 MetaSchedule finds a record by the workload's structure, never by the target, and replays its schedule with
-this CPU's LLVM target: a float32 log tuned on one x86 CPU compiles to legal code on another. What a log can
-*require* is a tensor intrinsic (VNNI, AMX, ...) baked into its schedules. So a log is compatible when it was
-tuned on the same architecture, on a vector instruction set this CPU has, and its intrinsics' features are all
-here. Among compatible logs the nearest wins: same CPU, then same vector ISA, then the core count closest to
-this run's, then the most CPU features in common. The backend, the tuner (warm start) and the report all ask
-this module and print what it says.
+this CPU's LLVM target: a float32 log tuned on one x86 CPU compiles to legal code on another, even from a wider
+vector ISA (LLVM splits AVX-512's 512-bit vectors into the 256-bit ones an AVX2 CPU has; measured on Zen 3 with
+Zen 4 and Xeon logs: full coverage, same answer). What a log can *require* is a tensor intrinsic (VNNI, AMX, ...)
+baked into its schedules, or scalable vectors (SVE). So a log is refused only when it was tuned on another
+architecture or batch size, or needs such features this CPU lacks. Among compatible logs the nearest wins: same
+CPU, then one tuned for this CPU's x86-64 level (`x86-64-v3-2c`), then the same vector ISA, then wider ISAs
+(nearest first), then narrower; then the core count closest to this run's, then the most CPU features in common.
+The backend, the tuner (warm start) and the report all ask this module and print what it says. What this CPU is
+comes from `machine`.
 """
 
 from __future__ import annotations
@@ -14,23 +17,32 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
+from .machine import (
+    LOG_KEY_PATTERN,
+    VECTOR_ISAS,
+    CpuProfile,
+    cpu_profile,
+    describe_profile,
+    isa_level,
+    log_key,
+    parse_log_key,
+    vector_features,
+)
 from .tvm_support import DB_FILES, METADATA_FILE
 
-KEY_PATTERN = re.compile(r"^(?P<cpu>.+)-(?P<cores>\d+)c(?:-b(?P<batch>\d+))?$")
+__all__ = ["KEY_PATTERN", "VECTOR_ISAS", "CpuProfile", "LogChoice", "NoLog", "StoredLog", "choose_log",
+           "cpu_profile", "describe_profile", "incompatibility", "intrinsics_needed", "isa_level", "log_profile",
+           "named_log", "parse_key", "seed_logs", "stored_logs", "vector_features"]
 
-# Vector instruction sets, widest first, with the features a schedule tuned on them may rely on.
-VECTOR_ISAS: tuple[tuple[str, frozenset[str]], ...] = (
-    ("avx512", frozenset({"avx512f"})),
-    ("avx2", frozenset({"avx2", "fma"})),
-    ("sse4", frozenset({"sse4.2"})),
-    ("sve", frozenset({"sve"})),
-    ("neon", frozenset({"neon"})),
-)
+KEY_PATTERN = LOG_KEY_PATTERN
+parse_key = parse_log_key
+# Vector ISAs LLVM cannot lower onto a CPU without them: scalable vectors (a schedule may split loops by vscale).
+# Fixed-width ones (avx512, avx2, avx, sse4, neon) are legalised to whatever width this CPU has.
+SCALABLE_ISAS = frozenset({"sve"})
 # Tensor intrinsics that a tuned schedule may embed (TVM's `tensorize`), and the CPU features they execute.
 INTRINSIC_FEATURES: tuple[tuple[str, frozenset[str]], ...] = (
     ("amx", frozenset({"amx-int8", "amx-tile"})),
@@ -42,22 +54,6 @@ INTRINSIC_FEATURES: tuple[tuple[str, frozenset[str]], ...] = (
     ("smmla", frozenset({"i8mm"})),
     ("neon", frozenset({"neon"})),
 )
-
-
-@dataclass(frozen=True)
-class CpuProfile:
-    """A CPU as LLVM sees it: name, architecture and features (`+`-enabled ones only)."""
-
-    name: str
-    arch: str
-    features: frozenset[str]
-
-    @property
-    def vector_isa(self) -> str:
-        for isa, needs in VECTOR_ISAS:
-            if needs <= self.features:
-                return isa
-        return "scalar"
 
 
 @dataclass(frozen=True)
@@ -82,38 +78,15 @@ class LogChoice:
     log: StoredLog
     transferred: bool  # tuned on another CPU or core count than this run's
     why: str
+    isa_change: str = ""  # `avx512 on avx2` when the log was tuned for another vector ISA than this CPU's
 
     @property
     def label(self) -> str:
-        return f"log from {self.log.key}"
+        return f"log from {self.log.key}" + (f", {self.isa_change}" if self.isa_change else "")
 
 
 class NoLog(Exception):
     """No stored log applies; the message says why and what makes one."""
-
-
-@lru_cache(maxsize=64)
-def cpu_profile(name: str | None = None) -> CpuProfile | None:
-    """LLVM's view of CPU `name` (default: this machine), or None if LLVM does not know it for this architecture."""
-    import tvm
-    from tvm.target import codegen
-
-    host = str(codegen.llvm_get_system_cpu())
-    name = name or host
-    arch = str(codegen.llvm_get_system_triple()).split("-", 1)[0]
-    probe = tvm.target.Target({"kind": "llvm", "mcpu": host})
-    if name != host and name not in {str(c) for c in codegen.llvm_get_cpu_archlist(probe)}:
-        return None
-    target = tvm.target.Target({"kind": "llvm", "mcpu": name})
-    features = frozenset(str(k) for k in codegen.llvm_get_cpu_features(target))
-    return CpuProfile(name, arch, features)
-
-
-def parse_key(key: str) -> tuple[str, int, int] | None:
-    match = KEY_PATTERN.match(key)
-    if not match:
-        return None
-    return match["cpu"], int(match["cores"]), int(match["batch"] or 1)
 
 
 def read_metadata(log_dir: Path) -> dict[str, Any]:
@@ -175,27 +148,61 @@ def incompatibility(log: StoredLog, host: CpuProfile, batch_size: int) -> str | 
     profile = log_profile(log)
     if profile is None or profile.arch != host.arch:
         return f"tuned on another architecture ({log.cpu} is not a {host.arch} CPU LLVM knows)"
-    isa_needs = dict(VECTOR_ISAS).get(profile.vector_isa, frozenset())
+    # A wider fixed-width vector ISA is fine (LLVM splits its vectors); scalable vectors and intrinsics are not.
+    isa_needs = dict(VECTOR_ISAS).get(profile.vector_isa, frozenset()) \
+        if profile.vector_isa in SCALABLE_ISAS else frozenset()
     lacking = sorted((isa_needs | intrinsics_needed(log.path)) - host.features)
     if lacking:
         return f"its code needs {', '.join(lacking)}, which {host.name} lacks"
     return None
 
 
+def _isa_order(log_isa: str, host_isa: str) -> tuple[int, int]:
+    """Same vector ISA first (0), then wider ones, nearest width first (1, n), then narrower ones (2, n)."""
+    order = [isa for isa, _ in VECTOR_ISAS] + ["scalar"]
+    if log_isa == host_isa:
+        return (0, 0)
+    if log_isa not in order or host_isa not in order:
+        return (3, 0)
+    mine, theirs = order.index(host_isa), order.index(log_isa)
+    return (1, mine - theirs) if theirs < mine else (2, theirs - mine)
+
+
 def _rank(log: StoredLog, host: CpuProfile, cores: int) -> tuple:
+    """Sort key among compatible logs: same CPU, then tuned for this CPU's x86-64 level, then by vector ISA (same,
+    wider, narrower), then core-count distance, shared features and key."""
     profile = log_profile(log)
     assert profile is not None
-    isa_order = [isa for isa, _ in VECTOR_ISAS]
-    isa_distance = abs(isa_order.index(profile.vector_isa) - isa_order.index(host.vector_isa)) \
-        if profile.vector_isa in isa_order and host.vector_isa in isa_order else len(isa_order)
     mine, theirs = vector_features(host.features), vector_features(profile.features)
     shared = len(mine & theirs) / max(1, len(mine | theirs))
-    return (log.cpu != host.name, isa_distance, abs(log.cores - cores), -shared, log.key)
+    level = host.isa_level
+    return (log.cpu != host.name, level is None or log.cpu != level, *_isa_order(profile.vector_isa, host.vector_isa),
+            abs(log.cores - cores), -shared, log.key)
+
+
+def _isa_change(log: StoredLog, host: CpuProfile) -> str:
+    """`avx512 on avx2` when `log` was tuned for another vector ISA than this CPU's, else empty."""
+    if log.cpu == host.name:
+        return ""
+    profile = log_profile(log)
+    if profile is None or profile.vector_isa == host.vector_isa:
+        return ""
+    return f"{profile.vector_isa} on {host.vector_isa}"
 
 
 def _why(log: StoredLog, host: CpuProfile, cores: int) -> str:
     profile = log_profile(log)
-    parts = ["same CPU" if log.cpu == host.name else f"{profile.vector_isa if profile else '?'} like {host.name}"]
+    log_isa = profile.vector_isa if profile else "?"
+    if log.cpu == host.name:
+        parts = ["same CPU"]
+    elif log.cpu == host.isa_level:
+        parts = [f"tuned for {log.cpu}, this CPU's ISA level ({log_isa})"]
+    elif log_isa == host.vector_isa:
+        parts = [f"{log_isa} like {host.name}"]
+    else:
+        order = _isa_order(log_isa, host.vector_isa)[0]
+        how = {1: "LLVM splits its wider vectors", 2: "narrower vectors than this CPU's"}.get(order, "other vectors")
+        parts = [f"{log_isa} code on {host.name}'s {host.vector_isa} ({how})"]
     parts.append("same core count" if log.cores == cores else f"{log.cores} cores, not {cores}")
     return ", ".join(parts)
 
@@ -205,7 +212,7 @@ def choose_log(tuning_logs: Path, model: str, cores: int, batch_size: int = 1, *
     """The log `tvm-tuned` applies and the tuner starts from. Raises NoLog with the reason when none applies."""
     host = host or cpu_profile()
     assert host is not None
-    exact_key = f"{host.name}-{cores}c" + ("" if batch_size == 1 else f"-b{batch_size}")
+    exact_key = log_key(host.name, cores, batch_size)
     logs = stored_logs(tuning_logs, model)
     if named is not None:
         log = named_log(tuning_logs, model, named)
@@ -214,7 +221,8 @@ def choose_log(tuning_logs: Path, model: str, cores: int, batch_size: int = 1, *
             raise UsageError(f"--tuning-log {named}: cannot run on {host.name}: {reason}")
         transferred = log.key != exact_key
         return LogChoice(log, transferred, "named by --tuning-log" + (f" ({_why(log, host, cores)})"
-                                                                         if transferred else ""))
+                                                                         if transferred else ""),
+                         _isa_change(log, host))
     exact = next((log for log in logs if log.key == exact_key), None)
     if exact is None and (tuning_logs / model / exact_key).is_dir():
         # The folder is there but its database is not: a broken log, never silently replaced by another.
@@ -232,7 +240,7 @@ def choose_log(tuning_logs: Path, model: str, cores: int, batch_size: int = 1, *
         detail = f" (refused: {'; '.join(refused)})" if refused else ""
         raise NoLog(f"no tuning log for {model} fits this CPU ({host.name}, {host.vector_isa}){detail}")
     best = min(compatible, key=lambda log: _rank(log, host, cores))
-    return LogChoice(best, True, f"nearest compatible log: {_why(best, host, cores)}")
+    return LogChoice(best, True, f"nearest compatible log: {_why(best, host, cores)}", _isa_change(best, host))
 
 
 def seed_logs(tuning_logs: Path, model: str, cores: int, batch_size: int = 1, *, named: str | None = None,
@@ -244,9 +252,9 @@ def seed_logs(tuning_logs: Path, model: str, cores: int, batch_size: int = 1, *,
         return [choose_log(tuning_logs, model, cores, batch_size, named=named, host=host)]
     intact = [log for log in stored_logs(tuning_logs, model)
               if all((log.path / name).is_file() for name in DB_FILES) and not incompatibility(log, host, batch_size)]
-    exact_key = f"{host.name}-{cores}c" + ("" if batch_size == 1 else f"-b{batch_size}")
+    exact_key = log_key(host.name, cores, batch_size)
     return [LogChoice(log, log.key != exact_key, _why(log, host, cores) if log.key != exact_key
-                      else "tuned on this CPU and core count")
+                      else "tuned on this CPU and core count", _isa_change(log, host))
             for log in sorted(intact, key=lambda log: _rank(log, host, cores))]
 
 
@@ -264,15 +272,3 @@ def named_log(tuning_logs: Path, model: str, named: str) -> StoredLog:
         parsed = (cpu, int(meta.get("cores") or 1), int(meta.get("batch_size") or 1))
     cpu, cores, batch = parsed
     return StoredLog(path, path.name, cpu, cores, batch, meta)
-
-
-def describe_profile(profile: CpuProfile) -> dict[str, Any]:
-    """What metadata.json records about the CPU a log was tuned on, so other machines can judge it."""
-    return {"arch": profile.arch, "vector_isa": profile.vector_isa,
-            "cpu_features": sorted(vector_features(profile.features))}
-
-
-def vector_features(features: frozenset[str]) -> frozenset[str]:
-    """The features that matter to a tuned schedule: vector and matrix instruction sets."""
-    return frozenset(f for f in features if f.startswith(("avx", "amx", "fma", "sse", "neon", "sve", "dotprod",
-                                                          "i8mm", "f16c")))

@@ -106,6 +106,12 @@ def add_options(parser) -> None:
                     help="`-m tune`: measure candidates on devices of this TVM RPC tracker; default: this machine")
     group.addoption("--rpc-key", default=None, metavar="KEY",
                     help="`-m tune`: device key registered with --rpc-tracker; default: none")
+    group.addoption("--round-ms", type=positive_int, default=100, metavar="MS",
+                    help="length of one timed round; variants take turns in shuffled rotations of such rounds, "
+                         "each in its own worker process; default: 100")
+    group.addoption("--worker-timeout", type=positive_int, default=900, metavar="SECONDS",
+                    help="a worker that gives no answer to one request (a build, a round) for this long is killed "
+                         "and its variant fails; default: 900")
     group.addoption("--gate-file", type=Path, default=REPO_ROOT / "benches" / "ratios.json", metavar="PATH",
                     help="expected backend/onnxruntime ratios per machine, checked by "
                          "test_ratio_gate; default: benches/ratios.json")
@@ -135,6 +141,8 @@ class Settings:
     rpc_key: str | None
     gate_file: Path
     gate_update: bool
+    round_ms: int = 100
+    worker_timeout: int = 900
 
     @property
     def variants(self) -> tuple[str, ...]:
@@ -171,6 +179,7 @@ class Settings:
             tune_trials_per_task=opt("tune_trials_per_task"), tune_fresh=opt("tune_fresh"), tune_cold=opt("tune_cold"),
             rpc_tracker=opt("rpc_tracker"), rpc_key=opt("rpc_key"),
             gate_file=opt("gate_file"), gate_update=opt("gate_update"),
+            round_ms=opt("round_ms"), worker_timeout=opt("worker_timeout"),
         )
         if settings.weights is not None and not settings.weights.is_file():
             raise UsageError(f"--weights: no such file: {settings.weights}")

@@ -9,7 +9,8 @@ from .backends import BackendUnavailable
 from .errors import UsageError
 from .options import Settings, add_options
 from .session import LoadedBackend, SuiteSession, machine_summary
-from .stats import percentile_stats
+from .stats import median_interval, percentile_stats
+from .worker import WorkerDied
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
 SESSION_KEY = pytest.StashKey[SuiteSession]()
@@ -57,7 +58,7 @@ def pytest_generate_tests(metafunc) -> None:
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    """Tuning takes an hour a model: `tune` tests run only when the marker expression asks for them."""
+    """Tuning takes about 15 minutes a model: `tune` tests run only when the marker expression asks for them."""
     if "tune" in (config.getoption("markexpr") or ""):
         return
     keep, drop = [], []
@@ -125,41 +126,70 @@ def suite(request) -> SuiteSession:
     return suite_session(request.config)
 
 
-def load_backend(suite: SuiteSession, model: str, backend: str) -> LoadedBackend:
+def load_backend(suite: SuiteSession, model: str, backend: str, benchmark=None) -> LoadedBackend:
     """The built backend, or a visible skip (with the fix) or a clean failure naming the file at fault."""
+    if benchmark is not None:
+        benchmark._mode = "cpubench: interleaved rounds in worker processes"  # pytest-benchmark checks it was used
     try:
         return suite.loaded(model, backend)
     except BackendUnavailable as exc:
         pytest.skip(f"{model}-{backend}: {exc}")
     except UsageError as exc:
-        pytest.fail(f"{model}-{backend}: {exc}", pytrace=False)
+        failure = f"{model}-{backend}: {exc}"
+    except WorkerDied as exc:
+        failure = str(exc)  # already names the variant, the signal and the command that reproduces it
+    pytest.fail(failure, pytrace=False)  # outside the except: one line, no chained traceback
 
 
-def record_benchmark(suite: SuiteSession, benchmark, loaded: LoadedBackend) -> None:
-    """Context of the number (and, when timed, its percentiles) into extra_info and the session report."""
+def timed_rounds(config, suite: SuiteSession, benchmark, model: str, variant: str) -> dict[int, float]:
+    """This variant's rounds from the interleaved timing of every variant of `model` in this run (done once, by the
+    first benchmark of the model to run), handed to pytest-benchmark as its rounds: `--benchmark-json`, `-compare`,
+    `-autosave` and histograms hold them. Empty when benchmarks are disabled."""
+    if benchmark.disabled:
+        return {}
+    planned = list(config.stash.get(PLAN_KEY, {}).get(model, {})) or [variant]
+    schedule = suite.measure(model, planned, seconds_per_variant=float(config.getoption("benchmark_max_time")),
+                             min_rounds=int(config.getoption("benchmark_min_rounds")))
+    rounds = schedule.rounds.get(variant)
+    if rounds is None:
+        pytest.fail(f"{model}-{variant}: built, but not part of its model's timing", pytrace=False)
+    if rounds.failure is not None:
+        pytest.fail(str(rounds.failure), pytrace=False)
+    stats = benchmark._make_stats(1)
+    for seconds in rounds.values:
+        stats.update(seconds)
+    benchmark.extra_info.update({"rounds_rotations": schedule.rotations, "round_ms": schedule.round_seconds * 1e3,
+                                 "calls_per_round": [len(c) for c in rounds.calls.values()]})
+    return rounds.round_means
+
+
+def record_benchmark(suite: SuiteSession, benchmark, loaded: LoadedBackend, rounds: dict[int, float]) -> None:
+    """Context of the number (and, when timed, its percentiles and interval) into extra_info and the report."""
     from .images import describe_class
-    from .report import BenchRow
+    from .results import BenchRow
 
     settings = suite.settings
     extra = benchmark.extra_info
     extra.update({
-        "model": loaded.model, "backend": loaded.backend.name, "variant": loaded.name,
-        "precision": loaded.info.get("precision", "fp32"), "backend_version": loaded.backend.version(),
+        "model": loaded.model, "backend": loaded.backend_name, "variant": loaded.name,
+        "precision": loaded.info.get("precision", "fp32"), "backend_version": loaded.version,
         "threads": settings.threads, "batch_size": settings.batch_size,
         "weights": suite.model(loaded.model).weights_source, "image": suite.image_path.name,
         "top1": loaded.top1, "top1_name": describe_class(loaded.top1, loaded.classes), "classes": loaded.classes,
         "build_seconds": round(loaded.load_seconds, 3),
+        "onnx_export_seconds": round(suite.export_seconds.get(loaded.model, 0.0), 3),
+        **{key: (round(value, 4) if isinstance(value, float) else value) for key, value in loaded.process.items()},
     })
     for key in ("tvm_target", "tuning_log", "tuning_log_cpu", "tuning_log_transferred", "tuning_log_choice",
                 "tuning_log_label", "tuning_coverage", "openvino_inference_precision", "torch_fp32_matmul",
                 "torch_autocast", "torch_compile"):
         if key in loaded.info:
             extra[key] = loaded.info[key]
-    stats = benchmark.stats
-    data = list(stats.stats.data) if stats is not None and stats.stats else []
+    data = list(rounds.values())
     timing = percentile_stats(data, settings.batch_size) if data else None
     if timing:
-        extra.update({k: timing[k] for k in ("p50", "p90", "p99", "ips")})
+        _, timing["median_low"], timing["median_high"] = median_interval(data)
+        extra.update({k: timing[k] for k in ("p50", "p90", "p99", "ips", "median_low", "median_high")})
     # A transferred log's metadata timed the model on another CPU: no comparison with this run's median.
     tuned_ms = None if loaded.info.get("tuning_log_transferred") else \
         (loaded.info.get("tuning_metadata") or {}).get("model_latency_ms")
@@ -168,7 +198,7 @@ def record_benchmark(suite: SuiteSession, benchmark, loaded: LoadedBackend) -> N
         extra["tuning_latency_ms"] = tuned_ms
         if timing:
             extra["median_vs_tuning_pct"] = round((timing["median"] * 1e3 / tuned_ms - 1) * 100, 1)
-    suite.results.append(BenchRow.from_loaded(loaded, timing, extra))
+    suite.results.append(BenchRow(loaded.model, loaded.name, loaded.top1, timing, dict(extra), dict(rounds)))
 
 
 def pytest_benchmark_update_machine_info(config, machine_info) -> None:
@@ -176,6 +206,11 @@ def pytest_benchmark_update_machine_info(config, machine_info) -> None:
 
     machine_info.update(machine_summary())
     machine_info["backend_versions"] = backend_versions()
+
+
+def pytest_unconfigure(config) -> None:
+    if SESSION_KEY in config.stash:
+        config.stash[SESSION_KEY].close()
 
 
 @pytest.hookimpl(trylast=True)

@@ -4,45 +4,14 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 from .images import describe_class
+from .machine import summary as machine_summary
 from .models import preprocessing_note
+from .results import REFERENCE, YARDSTICK, BenchRow, ratio_of, ratio_table
 from .versions import backend_versions
-
-REFERENCE = "torch"  # speed-up column: the blog post compared everything to PyTorch
-YARDSTICK = "onnxruntime"  # ratio column and regression gate: the fastest, steadiest backend here
-
-
-@dataclass
-class BenchRow:
-    model: str
-    backend: str
-    top1: int
-    timing: dict[str, float] | None  # seconds; None when timing was disabled
-    context: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_loaded(cls, loaded, timing, extra) -> BenchRow:
-        return cls(loaded.model, loaded.name, loaded.top1, timing, dict(extra))
-
-    @property
-    def label(self) -> str:
-        """The row's name: the backend, and for tuned TVM the log it applied, e.g. `tvm-tuned (log from znver4-2c)`."""
-        log = self.context.get("tuning_log_label")
-        return f"{self.backend} ({log})" if log else self.backend
-
-    def ms(self, key: str) -> float | None:
-        return None if self.timing is None else self.timing[key] * 1e3
-
-
-def ratios(rows: list[BenchRow], denominator: str) -> dict[tuple[str, str], float]:
-    """median(backend) / median(denominator) per model, from rows of one run only."""
-    base = {r.model: r.timing["median"] for r in rows if r.backend == denominator and r.timing}
-    return {(r.model, r.backend): r.timing["median"] / base[r.model]
-            for r in rows if r.timing and r.model in base}
 
 
 def _backend_order(row: BenchRow) -> tuple[int, int]:
@@ -58,45 +27,72 @@ def _fmt(value: float | None, spec: str = ".2f") -> str:
     return "—" if value is None else format(value, spec)
 
 
+def _interval_ms(row: BenchRow) -> str:
+    if row.timing is None:
+        return "—"
+    low, high = row.ms("median_low"), row.ms("median_high")
+    return f"{row.ms('median'):.2f}" + (f" [{low:.2f}, {high:.2f}]" if low is not None and high is not None else "")
+
+
+def _mib(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0f}"
+
+
 def table_lines(rows: list[BenchRow]) -> list[str]:
-    """Markdown table lines, one block per model, backends in the suite's order."""
-    speedup = ratios(rows, REFERENCE)
-    vs_ort = ratios(rows, YARDSTICK)
+    """Markdown tables, two per model (speed; what its own process cost), backends in the suite's order."""
+    speedup = ratio_table(rows, REFERENCE)
+    vs_ort = ratio_table(rows, YARDSTICK)
     lines: list[str] = []
     for model in dict.fromkeys(r.model for r in rows):
+        ordered = sorted((r for r in rows if r.model == model), key=_backend_order)
         lines += [f"### {model}", "",
-                  "| backend | precision | median ms | mean ± stddev ms | p90 ms | p99 ms | images/s "
-                  "| speed-up vs torch | × onnxruntime | top-1 |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
-        for r in sorted((r for r in rows if r.model == model), key=_backend_order):
+                  "| backend | precision | median ms [95% interval] | p90 ms | images/s | rounds "
+                  f"| × {YARDSTICK} [95% interval] | speed-up vs {REFERENCE} | top-1 |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+        for r in ordered:
             key = (r.model, r.backend)
-            mean_sd = "—" if r.timing is None else f"{r.ms('mean'):.2f} ± {r.ms('stddev'):.2f}"
+            ratio = vs_ort.get(key)
             lines.append(
-                f"| {r.label} | {r.context.get('precision', 'fp32')} | {_fmt(r.ms('median'))} | {mean_sd} "
-                f"| {_fmt(r.ms('p90'))} | {_fmt(r.ms('p99'))} "
-                f"| {_fmt(r.timing['ips'] if r.timing else None, '.1f')} "
-                f"| {_fmt(1 / speedup[key] if key in speedup else None, '.2f')}{'×' if key in speedup else ''} "
-                f"| {_fmt(vs_ort.get(key))} | {describe_class(r.top1, r.context.get('classes', 1000))} |")
+                f"| {r.label} | {r.precision} | {_interval_ms(r)} | {_fmt(r.ms('p90'))} "
+                f"| {_fmt(r.timing['ips'] if r.timing else None, '.1f')} | {r.timing['rounds'] if r.timing else '—'} "
+                f"| {'—' if ratio is None else ratio.bare()} "
+                f"| {_fmt(1 / speedup[key].value if key in speedup else None, '.2f')}{'×' if key in speedup else ''} "
+                f"| {describe_class(r.top1, r.context.get('classes', 1000))} |")
+        lines += ["", "| backend | precision | cold start s | build s | memory after build MiB "
+                      "| peak while building MiB | peak while timed MiB | artifact MB |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for r in ordered:
+            c = r.context
+            size = c.get("artifact_bytes")
+            lines.append(f"| {r.label} | {r.precision} | {_fmt(c.get('cold_start_seconds'))} "
+                         f"| {_fmt(c.get('build_seconds'))} | {_mib(c.get('rss_after_build_mib'))} "
+                         f"| {_mib(c.get('peak_build_mib'))} | {_mib(c.get('peak_inference_mib'))} "
+                         f"| {'—' if size is None else f'{size / 1e6:.1f}'} |")
         lines += ["", verdict_line(rows, model), ""]
     return lines
 
 
 def verdict_line(rows: list[BenchRow], model: str) -> str:
-    """The answer in one line: the fastest backend and precision, and its margin over the runner-up and over
-    ONNX Runtime in float32."""
+    """The answer in one line: the fastest variant, or the variants tied with it (their ratio's interval reaches
+    1.0), and its margin over the runner-up and over ONNX Runtime in float32."""
     timed = sorted((r for r in rows if r.model == model and r.timing), key=lambda r: r.timing["median"])
     if not timed:
         return f"**{model}: no timing in this run.**"
     best = timed[0]
-    line = (f"**{model}: fastest is {best.label} in {best.context.get('precision', 'fp32')}, "
-            f"{best.ms('median'):.2f} ms median**")
-    if len(timed) > 1:
-        second = timed[1]
-        line += (f"; {second.timing['median'] / best.timing['median']:.2f}× ahead of {second.label} "
-                 f"({second.ms('median'):.2f} ms)")
+    tied = [r for r in timed[1:] if (ratio := ratio_of(r, best)) is not None and ratio.low <= 1.0]
+    if tied:
+        names = ", ".join(f"{r.label} in {r.precision} ({r.ms('median'):.2f} ms)" for r in tied)
+        line = (f"**{model}: tied for fastest: {best.label} in {best.precision} ({best.ms('median'):.2f} ms) and "
+                f"{names}**; their intervals overlap")
+    else:
+        line = f"**{model}: fastest is {best.label} in {best.precision}, {best.ms('median'):.2f} ms median**"
+    rest = [r for r in timed[1:] if r not in tied]
+    if rest and not tied:
+        second = rest[0]
+        line += f"; {ratio_of(second, best)} ahead of {second.label} ({second.ms('median'):.2f} ms)"
     ort = next((r for r in timed if r.backend == YARDSTICK), None)
-    if ort is not None and ort not in timed[:2]:
-        line += f", {ort.timing['median'] / best.timing['median']:.2f}× faster than {YARDSTICK} fp32"
+    if ort is not None and ort is not best and ort not in tied and ort not in rest[:1]:
+        line += f", {ratio_of(ort, best)} faster than {YARDSTICK} fp32"
     return line + "."
 
 
@@ -118,6 +114,17 @@ def context_lines(rows: list[BenchRow], suite) -> list[str]:
                          + (f" ({choice})" if choice else "")
                          + f", {r.context.get('tuning_coverage', '?')}, target `{r.context.get('tvm_target', '?')}`"
                          + agreement)
+    for model, cost in getattr(suite, "boundary", {}).items():
+        timed = [r.timing["median"] for r in rows if r.model == model and r.timing]
+        if not cost or not timed:
+            continue
+        share = cost["timer_seconds_per_call"] / min(timed) * 100
+        trip_us = cost["round_trip_seconds"] * 1e6
+        lines.append(f"- {model}: every variant in its own worker process, timed in interleaved rotations of "
+                     f"{settings.round_ms} ms rounds; the process boundary costs {trip_us:.0f} µs a round trip, "
+                     "paid between rounds and in no sample (each worker times its own calls); the "
+                     f"timing loop adds {cost['timer_seconds_per_call'] * 1e6:.2f} µs a call, {share:.3f}% of the "
+                     "fastest median")
     lines.extend(f"- {verdict}" for verdict in getattr(suite, "verdicts", []))
     versions = backend_versions()
     lines.append("- versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
@@ -125,8 +132,6 @@ def context_lines(rows: list[BenchRow], suite) -> list[str]:
 
 
 def write_report(suite, terminalreporter) -> dict[str, Path]:
-    from .session import machine_summary
-
     rows: list[BenchRow] = suite.results
     out_dir: Path = suite.settings.results_dir
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -155,7 +160,8 @@ def write_report(suite, terminalreporter) -> dict[str, Path]:
     payload = {
         "machine": machine, "versions": backend_versions(), "threads": suite.settings.threads,
         "batch_size": suite.settings.batch_size, "image": suite.image_path.name,
-        "ratios_vs_onnxruntime": {f"{m}-{b}": v for (m, b), v in ratios(rows, YARDSTICK).items()},
+        "ratios_vs_onnxruntime": {f"{m}-{b}": asdict(v) for (m, b), v in ratio_table(rows, YARDSTICK).items()},
+        "process_boundary": getattr(suite, "boundary", {}),
         "results": [asdict(r) for r in rows],
     }
     paths["json"].write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")

@@ -1,37 +1,40 @@
-"""Per-session state: each (model, backend) is built once, its answer on the photo computed once, and every
-benchmark's numbers collected for the report."""
+"""Per-session state: each (model, variant) is built once in its own worker process, its answer on the photo kept,
+and each model's variants timed together in interleaved rounds once; every benchmark's numbers collected for the
+report. The pytest process builds the torch model and its ONNX export, and never times anything itself."""
 
 from __future__ import annotations
 
-import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .backends import Backend, BackendUnavailable, LoadContext, create_backend
+from .backends import BACKENDS, TORCH_FREE, BackendUnavailable, backend_module
 from .errors import UsageError
 from .images import DEFAULT_IMAGE, load_image, make_batch
-from .models import BuiltModel, build_model
-from .onnx_export import export_onnx
-from .options import Settings
+from .models import BuiltModel, build_model, parse_spec
+from .options import Settings, physical_cores
 from .precision import Variant, cpu_lacks
-from .report import BenchRow
+from .results import YARDSTICK, BenchRow
+from .schedule import Schedule, interleave
+from .worker import BuildRequest, Worker, WorkerDied, WorkerError, strip_module
 
 
 @dataclass
 class LoadedBackend:
-    """A backend with the model built, its inputs ready and its answer on the photo."""
+    """A variant built in its worker: its answer on the photo, and what building it cost."""
 
     model: str
-    name: str
-    backend: Backend
-    inputs: Any
+    name: str  # the variant's key
+    backend_name: str
+    version: str
+    worker: Worker
     logits: np.ndarray  # (classes,) for the first image of the batch
-    load_seconds: float
+    load_seconds: float  # the backend's load (export excepted: the pytest process does that, once per model)
     info: dict[str, Any]
+    process: dict[str, Any] = field(default_factory=dict)  # cold start, memory, artifact size: see `columns`
 
     @property
     def top1(self) -> int:
@@ -50,7 +53,10 @@ class SuiteSession:
         self._images: dict[tuple, np.ndarray] = {}
         self._models: dict[str, BuiltModel] = {}
         self._onnx: dict[str, Path] = {}
+        self.export_seconds: dict[str, float] = {}
         self._loaded: dict[tuple[str, str], LoadedBackend | BaseException] = {}
+        self._schedules: dict[str, Schedule] = {}
+        self.boundary: dict[str, dict[str, float]] = {}  # model -> what the process boundary costs (see measure)
         self.results: list[BenchRow] = []
         self.verdicts: list[str] = []  # what each verdict checked and against what, for the report
 
@@ -60,12 +66,15 @@ class SuiteSession:
 
     def model(self, name: str) -> BuiltModel:
         if name not in self._models:
-            # --weights goes into every torch-defined model, except that efficientnet_lite0 keeps the ImageNet
-            # weights it ships with when other models run beside it (`--weights resnet18.pth` on the default run).
-            keeps_own = name == "efficientnet_lite0" and len(self.settings.models) > 1
-            self._models[name] = build_model(name, None if keeps_own else self.settings.weights,
-                                             self.settings.batch_size, self.settings.input_size)
+            self._models[name] = build_model(name, self._weights_for(name), self.settings.batch_size,
+                                             self.settings.input_size)
         return self._models[name]
+
+    def _weights_for(self, name: str) -> Path | None:
+        # --weights goes into every torch-defined model, except that efficientnet_lite0 keeps the ImageNet
+        # weights it ships with when other models run beside it (`--weights resnet18.pth` on the default run).
+        keeps_own = name == "efficientnet_lite0" and len(self.settings.models) > 1
+        return None if keeps_own else self.settings.weights
 
     def image_for(self, name: str) -> np.ndarray:
         """The photo as this model wants it: its input size and normalisation, one image (batch 1)."""
@@ -78,7 +87,11 @@ class SuiteSession:
 
     def onnx_path(self, name: str) -> Path:
         if name not in self._onnx:
+            from .onnx_export import export_onnx
+
+            started = time.perf_counter()
             self._onnx[name] = export_onnx(self.model(name))
+            self.export_seconds[name] = time.perf_counter() - started
         return self._onnx[name]
 
     def loaded(self, model: str, backend: str) -> LoadedBackend:
@@ -87,7 +100,7 @@ class SuiteSession:
         if key not in self._loaded:
             try:
                 self._loaded[key] = self._load(model, backend)
-            except (UsageError, BackendUnavailable) as exc:
+            except (UsageError, BackendUnavailable, WorkerDied) as exc:
                 self._loaded[key] = exc
         value = self._loaded[key]
         if isinstance(value, BaseException):
@@ -103,41 +116,133 @@ class SuiteSession:
             return "unavailable", str(value)
         if isinstance(value, BaseException):
             return "failed", str(value)
+        died = self.timing_failure(model, backend)
+        if died is not None:
+            return "failed", str(died)
         return "built", ""
 
-    def _load(self, model_name: str, backend_name: str) -> LoadedBackend:
-        variant = Variant.parse(backend_name)
-        backend = create_backend(variant.backend)
-        if variant.precision not in backend.precisions:
-            raise BackendUnavailable(f"{variant.backend} has no {variant.precision} path (it runs "
-                                     f"{', '.join(backend.precisions)}); drop it from --precision or --backends")
+    def reproduce_command(self, model: str, variant: Variant) -> str:
+        settings = self.settings
+        parts = ["pytest benches/", f"--models {model}", f"--backends {variant.backend}",
+                 f"--precision {variant.precision}"]
+        if settings.threads != physical_cores():
+            parts.append(f"--threads {settings.threads}")
+        if settings.batch_size != 1:
+            parts.append(f"--batch-size {settings.batch_size}")
+        return " ".join(parts)
+
+    def _load(self, model_name: str, variant_key: str) -> LoadedBackend:
+        variant = Variant.parse(variant_key)
+        if variant.backend not in BACKENDS:
+            raise UsageError(f"--backends: unknown backend {variant.backend!r}")
         lacking = cpu_lacks(variant.precision)
         if lacking:
             raise BackendUnavailable(lacking)
         model = self.model(model_name)
-        ctx = LoadContext(model=model, onnx_path=self.onnx_path(model_name), threads=self.settings.threads,
-                          tuning_logs=self.settings.tuning_logs, tuning_log_exact=self.settings.tuning_log_exact,
-                          tuning_log_name=self.settings.tuning_log, precision=variant.precision)
-        started = time.perf_counter()
-        ctx.info["precision"] = variant.precision
-        backend.load(ctx)
-        inputs = backend.prepare_inputs(make_batch(self.image_for(model_name), self.settings.batch_size))
-        outputs = backend.forward(inputs)  # also the warm-up call: first-call allocations stay out of timing
-        load_seconds = time.perf_counter() - started
-        logits = backend.to_numpy(outputs)
+        spec = parse_spec(model_name)
+        request = BuildRequest(
+            variant=variant_key, backend=variant.backend, precision=variant.precision,
+            module=backend_module(variant.backend), model=strip_module(model),
+            model_recipe=None if model.module is None else
+            (model_name, self._weights_for(model_name), self.settings.batch_size, self.settings.input_size),
+            onnx_path=self.onnx_path(model_name), threads=self.settings.threads,
+            tuning_logs=self.settings.tuning_logs, tuning_log_exact=self.settings.tuning_log_exact,
+            tuning_log_name=self.settings.tuning_log,
+            batch=make_batch(self.image_for(model_name), self.settings.batch_size),
+            block_modules=("torch",) if variant.backend in TORCH_FREE else ())
+        threads = str(self.settings.threads)
+        worker = Worker(f"{spec.test_id}-{variant_key}", self.reproduce_command(model_name, variant),
+                        self.settings.results_dir / "workers" / f"{model.disk_key}-{variant_key}.log",
+                        env={"OMP_NUM_THREADS": threads, "TVM_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1"},
+                        timeout=self.settings.worker_timeout)
+        try:
+            built = worker.request("build", request, doing="building")
+        except WorkerError as exc:
+            worker.close()
+            if exc.kind == "unavailable":
+                raise BackendUnavailable(str(exc)) from None
+            if exc.kind == "usage":
+                raise UsageError(str(exc)) from None
+            raise UsageError(f"build failed: {exc} (worker output: {worker.log_path})") from None
+        cold_start = time.perf_counter() - worker.started_at
+        logits = built["logits"]
         if logits.ndim != 2 or logits.shape[0] != self.settings.batch_size:
-            raise UsageError(f"{backend_name} returned output of shape {logits.shape} for {model_name}, "
+            worker.close()
+            raise UsageError(f"{variant_key} returned output of shape {logits.shape} for {model_name}, "
                              f"expected (batch, classes) = ({self.settings.batch_size}, N)")
-        return LoadedBackend(model_name, backend_name, backend, inputs, logits[0], load_seconds, ctx.info)
+        process = {
+            "cold_start_seconds": cold_start, "import_seconds": built["import_seconds"],
+            "first_call_seconds": built["first_call_seconds"],
+            "rss_after_build_mib": built["rss_after_build_kib"] / 1024,
+            "peak_build_mib": built["peak_build_kib"] / 1024,
+            "artifact": built["artifact"], "artifact_bytes": built["artifact_bytes"],
+            "runtimes_in_process": built["runtimes_in_process"], "worker_pid": worker.pid,
+            "peak_reset": built["peak_reset"],
+        }
+        return LoadedBackend(model_name, variant_key, built["backend_name"], built["version"], worker, logits[0],
+                             built["load_seconds"], built["info"], process)
+
+    def measure(self, model: str, variants: list[str], seconds_per_variant: float, min_rounds: int) -> Schedule:
+        """Time every variant of `model` that built, together, once per session (the first benchmark asks)."""
+        if model not in self._schedules:
+            workers = {}
+            for variant in variants:
+                try:
+                    workers[variant] = self.loaded(model, variant).worker
+                except (UsageError, BackendUnavailable, WorkerDied):
+                    continue  # its own test reports why
+            self.boundary[model] = self._boundary_cost(workers)
+            schedule = interleave(workers, seconds_per_variant=seconds_per_variant, min_rounds=min_rounds,
+                                  round_seconds=self.settings.round_ms / 1e3, always=(YARDSTICK,))
+            for variant, worker in workers.items():
+                if schedule.rounds[variant].failure is None:
+                    loaded = self.loaded(model, variant)
+                    try:
+                        memory = worker.request("memory", doing="reading its memory use")
+                    except (WorkerDied, WorkerError):
+                        continue
+                    if loaded.process.get("peak_reset"):
+                        loaded.process["peak_inference_mib"] = memory["peak_kib"] / 1024
+            self._schedules[model] = schedule
+        return self._schedules[model]
+
+    def timing_failure(self, model: str, variant: str) -> BaseException | None:
+        schedule = self._schedules.get(model)
+        rounds = schedule.rounds.get(variant) if schedule else None
+        return rounds.failure if rounds else None
+
+    @staticmethod
+    def _boundary_cost(workers: dict[str, Worker], pings: int = 20) -> dict[str, float]:
+        """What the process boundary costs a round, measured now: the round trip of an empty request (paid between
+        rounds, never inside a sample: the worker times its own calls) and the timing loop's own cost per call."""
+        trips, overheads = [], []
+        for worker in workers.values():
+            try:
+                for _ in range(pings):
+                    start = time.perf_counter()
+                    worker.request("ping")
+                    trips.append(time.perf_counter() - start)
+                overheads.append(worker.request("timer_overhead"))
+            except (WorkerDied, WorkerError):
+                continue
+        if not trips:
+            return {}
+        return {"round_trip_seconds": float(np.median(trips)), "timer_seconds_per_call": float(np.median(overheads))}
+
+    def retime(self, model: str, variants: list[str], seconds_per_variant: float = 1.0,
+               min_rounds: int = 10) -> Schedule:
+        """Time some built variants again, interleaved (the gate's confirmation)."""
+        workers = {v: self.loaded(model, v).worker for v in variants}
+        return interleave(workers, seconds_per_variant=seconds_per_variant, min_rounds=min_rounds,
+                          round_seconds=self.settings.round_ms / 1e3, always=(variants[0],))
+
+    def close(self) -> None:
+        for value in self._loaded.values():
+            if isinstance(value, LoadedBackend):
+                value.worker.close()
 
 
 def machine_summary() -> dict[str, str]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu_name": cpu, "python": platform.python_version()}
+    from .machine import summary
+
+    return summary()

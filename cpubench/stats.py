@@ -35,3 +35,25 @@ def median_call_ms(fn: Callable[[Any], Any], arg: Any, min_seconds: float = 2.0,
         fn(arg)
         samples.append(time.perf_counter() - start)
     return float(np.median(samples)) * 1e3
+
+
+CONFIDENCE = 0.95
+BOOTSTRAP_SAMPLES = 2000
+
+
+def median_interval(values: list[float], confidence: float = CONFIDENCE, samples: int = BOOTSTRAP_SAMPLES,
+                    seed: int = 0) -> tuple[float, float, float]:
+    """(median, low, high): the median of `values` with a percentile-bootstrap interval over them. The values are
+    rounds (or per-rotation ratios), not single calls: calls within a round share the machine's state, rounds
+    spread over the whole measuring span do not."""
+    data = np.asarray(values, dtype=np.float64)
+    if data.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    median = float(np.median(data))
+    if data.size == 1:
+        return median, median, median
+    rng = np.random.default_rng(seed)
+    resampled = np.median(data[rng.integers(0, data.size, size=(samples, data.size))], axis=1)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(resampled, [tail, 100 - tail])
+    return median, float(low), float(high)

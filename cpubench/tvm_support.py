@@ -18,6 +18,7 @@ from typing import Any
 
 from .cache import seal_entry, sidecar_path
 from .errors import UsageError
+from .machine import llvm_cpu, log_key
 
 DB_FILES = ("database_workload.json", "database_tuning_record.json")
 METADATA_FILE = "metadata.json"
@@ -25,9 +26,8 @@ SCHEDULED_ATTR = "tirx.is_scheduled"
 
 
 def host_cpu() -> str:
-    import tvm
-
-    return str(tvm.target.codegen.llvm_get_system_cpu())
+    """This CPU's LLVM name (`znver4`); `machine` decides it."""
+    return llvm_cpu()
 
 
 def host_target(threads: int) -> Any:
@@ -41,8 +41,7 @@ def target_key(target: Any, batch_size: int = 1) -> str:
     """Folder name under tuning_logs/<model>/: CPU name and core count, e.g. `znver4-2c`; `-b4` for batch 4
     (another batch size is another set of workloads)."""
     attrs = target.attrs
-    key = f"{attrs.get('mcpu', 'generic')}-{int(attrs.get('num-cores', 1))}c"
-    return key if batch_size == 1 else f"{key}-b{batch_size}"
+    return log_key(str(attrs.get("mcpu", "generic")), int(attrs.get("num-cores", 1)), batch_size)
 
 
 def set_runtime_threads(threads: int) -> None:

@@ -9,7 +9,8 @@ import pytest
 from cpubench import gate
 from cpubench.chart import write_chart
 from cpubench.errors import UsageError
-from cpubench.report import BenchRow, ratios, table_lines
+from cpubench.report import table_lines
+from cpubench.results import BenchRow, ratios
 from cpubench.stats import percentile_stats
 
 
@@ -39,7 +40,7 @@ def test_ratios_are_within_one_model():
 def test_table_has_speedup_ratio_and_class_name():
     text = "\n".join(table_lines(ROWS))
     assert "### resnet18" in text and "### efficientnet_lite0" in text
-    assert "| tvm-tuned | fp32 | 12.00 |" in text and "| 1.33× | 1.50 | 285 Egyptian cat |" in text
+    assert "| tvm-tuned | fp32 | 12.00 |" in text and "| 1.50 [1.50, 1.50] | 1.33× | 285 Egyptian cat |" in text
 
 
 def test_verdict_line_names_the_fastest_and_its_margins():
@@ -48,9 +49,20 @@ def test_verdict_line_names_the_fastest_and_its_margins():
     text = "\n".join(table_lines(rows))
     assert ("**resnet18: fastest is openvino-bf16 in bf16, 2.00 ms median**; 4.00× ahead of onnxruntime (8.00 ms), "
             "4.00× faster than onnxruntime fp32.") not in text  # the runner-up is onnxruntime itself here
-    assert "**resnet18: fastest is openvino-bf16 in bf16, 2.00 ms median**; 4.00× ahead of onnxruntime (8.00 ms)." \
-        in text
-    assert "**efficientnet_lite0: fastest is onnxruntime in fp32, 4.00 ms median**; 5.00× ahead of torch" in text
+    assert ("**resnet18: fastest is openvino-bf16 in bf16, 2.00 ms median**; 4.00× [4.00, 4.00] ahead of "
+            "onnxruntime (8.00 ms).") in text
+    assert "**efficientnet_lite0: fastest is onnxruntime in fp32, 4.00 ms median**; 5.00× [5.00, 5.00] ahead of " \
+        "torch" in text
+
+
+def test_verdict_says_tied_when_the_interval_reaches_one():
+    rounds_a = {r: 0.010 * (1.02 if r % 2 else 0.99) for r in range(10)}
+    rounds_b = {r: 0.010 * (0.99 if r % 2 else 1.02) for r in range(10)}
+    rows = [BenchRow("m", "onnxruntime", 1, percentile_stats(list(rounds_a.values()), 1), rounds=rounds_a),
+            BenchRow("m", "litert", 1, percentile_stats(list(rounds_b.values()), 1), rounds=rounds_b)]
+    text = "\n".join(table_lines(rows))
+    assert "**m: tied for fastest:" in text and "their intervals overlap" in text
+    assert "fastest is" not in text
 
 
 def test_chart_is_a_png(tmp_path):
@@ -150,12 +162,19 @@ def test_tuning_chart_from_metadata(tmp_path):
         main([str(out), str(tmp_path / "old.json")])
 
 
-def test_confirm_ratio_times_both_again():
-    import time
+def test_confirm_ratio_times_both_again_interleaved():
     from types import SimpleNamespace
 
-    def loaded(ms):
-        return SimpleNamespace(backend=SimpleNamespace(forward=lambda _: time.sleep(ms / 1e3)), inputs=None)
+    from cpubench.schedule import Schedule, VariantRounds
 
-    ratio = gate.confirm_ratio(loaded(2.0), loaded(6.0), repeats=1, seconds=0.05)
-    assert 2.0 < ratio < 4.0
+    asked = []
+
+    def retime(model, variants, seconds_per_variant):
+        asked.append((model, variants))
+        rounds = {"onnxruntime": VariantRounds({r: [0.002 * (1 + r)] for r in range(6)}),
+                  "torch": VariantRounds({r: [0.006 * (1 + r)] for r in range(6)})}
+        return Schedule(rounds, 6, 0.1, 1.0)
+
+    ratio = gate.confirm_ratio(SimpleNamespace(retime=retime), "resnet18", "torch")
+    assert asked == [("resnet18", ["onnxruntime", "torch"])]
+    assert ratio.value == pytest.approx(3.0) and ratio.pairs == 6  # the drift (1+r) cancels in each pair

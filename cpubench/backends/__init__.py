@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,6 +24,9 @@ BACKENDS: dict[str, str] = {
     "tvm": "tvm_relax",
     "tvm-tuned": "tvm_relax",
 }
+# Runtimes that run the ONNX export and never need torch: their worker process refuses `import torch` (which
+# apache-tvm-ffi would otherwise pull in), so no other runtime shares their process.
+TORCH_FREE = frozenset({"onnxruntime", "openvino", "tvm", "tvm-tuned"})
 
 
 @dataclass
@@ -38,6 +41,8 @@ class LoadContext:
     tuning_log_exact: bool = False  # tvm-tuned: only a log tuned on this CPU and core count
     tuning_log_name: str | None = None  # tvm-tuned: this log (a key under tuning_logs/<model>/, or a folder)
     info: dict[str, Any] = field(default_factory=dict)  # backends add context (versions, coverage...) here
+    # Builds the torch module where it is needed (a worker gets the model without it); None: an ONNX file.
+    module_factory: Callable[[], Any] | None = None
 
 
 class Backend(Protocol):
@@ -65,6 +70,8 @@ class BackendUnavailable(Exception):
 
 def torch_module(ctx: LoadContext, backend: str) -> Any:
     """The model as a torch module; an onnx: model has none, and a PyTorch-based backend then skips."""
+    if ctx.model.module is None and ctx.module_factory is not None:
+        ctx.model = replace(ctx.model, module=ctx.module_factory())
     if ctx.model.module is None:
         raise BackendUnavailable(f"{ctx.model.name} is an ONNX file: {backend} needs the model as a torch module "
                                  "(the ONNX-based backends run it, onnxruntime is the reference)")
@@ -95,7 +102,17 @@ def validate_backend_names(names: list[str]) -> list[str]:
     return names
 
 
-def create_backend(name: str) -> Backend:
+def backend_module(name: str) -> str:
+    """The dotted module that defines backend `name` (a registry value with a dot is already one: test plugins)."""
+    module = BACKENDS[name]
+    return module if "." in module else f"{__name__}.{module}"
+
+
+def create_backend(name: str, precision: str = "fp32") -> Backend:
+    """The backend, ready to load; BackendUnavailable (with the fix) when it cannot run `precision`."""
     validate_backend_names([name])
-    module = importlib.import_module(f"{__name__}.{BACKENDS[name]}")
-    return module.create(name)
+    backend = importlib.import_module(backend_module(name)).create(name)
+    if precision not in backend.precisions:
+        raise BackendUnavailable(f"{name} has no {precision} path (it runs {', '.join(backend.precisions)}); "
+                                 "drop it from --precision or --backends")
+    return backend

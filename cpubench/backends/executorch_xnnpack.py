@@ -45,6 +45,7 @@ class ExecuTorchXnnpack:
             raise BackendUnavailable(f"ExecuTorch's thread pool runs {ctx.info['executorch_threads']} threads, "
                                      f"not the {ctx.threads} asked for")
         self._method = self._runtime.get().load_program(str(path)).load_method("forward")
+        ctx.info["artifact_path"] = str(path)
         ctx.info["executorch_delegate"] = "XnnpackBackend"
 
     def _lower(self, ctx: LoadContext) -> bytes:

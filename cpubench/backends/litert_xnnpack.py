@@ -43,6 +43,7 @@ class LiteRtXnnpack:
         self._input = interpreter.get_input_details()[0]["index"]
         self._output = interpreter.get_output_details()[0]["index"]
         self._interpreter = interpreter
+        ctx.info["artifact_path"] = str(path)
         ctx.info["litert_threads"] = ctx.threads
         ctx.info["litert_delegate"] = "XNNPACK (LiteRT's default CPU delegate)"
 

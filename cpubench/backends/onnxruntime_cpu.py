@@ -35,6 +35,7 @@ class OnnxRuntimeCPU:
                                                    providers=["CPUExecutionProvider"])
         self._input_name = self._session.get_inputs()[0].name
         ctx.info["ort_providers"] = self._session.get_providers()
+        ctx.info["artifact_path"] = str(ctx.onnx_path)  # what it loads: the ONNX file
 
     def prepare_inputs(self, batch: np.ndarray) -> Any:
         return {self._input_name: np.ascontiguousarray(batch, dtype=np.float32)}

@@ -48,6 +48,7 @@ class OpenVinoCPU:
         if actual != wanted:
             raise BackendUnavailable(f"asked OpenVINO for {wanted}, its compiled model reports {actual}")
         self._request = compiled.create_infer_request()
+        ctx.info["artifact_path"] = str(ctx.onnx_path)  # what it loads: the ONNX file
         ctx.info.update({"openvino_inference_precision": actual,
                          "openvino_threads": int(compiled.get_property(props.inference_num_threads))})
 

@@ -84,6 +84,7 @@ class TvmRelax:
             write_entry(info_path, json.dumps(build_info).encode())
         ctx.info.update(build_info)
         self._vm = tv.load_vm(lib_path)
+        ctx.info["artifact_path"] = str(lib_path)
 
     def _choose_log(self, ctx: LoadContext) -> Path:
         """The log to apply (log_finder decides), recorded in ctx.info so every number says where it came from."""

@@ -1,0 +1,83 @@
+"""One result row per variant timed in a run, and the ratios between rows, each with its interval.
+
+Ratios come from rounds of the same rotation (neighbours in time, see schedule.py): the median of the per-rotation
+ratios, with a bootstrap interval over rotations. The report, the gate and the verdicts all read them from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .stats import median_interval
+
+REFERENCE = "torch"  # speed-up column: the blog post compared everything to PyTorch
+YARDSTICK = "onnxruntime"  # ratio column and regression gate: the fastest, steadiest backend here
+
+
+@dataclass
+class BenchRow:
+    model: str
+    backend: str  # the variant's key: `openvino`, `openvino-bf16`
+    top1: int
+    timing: dict[str, float] | None  # seconds; None when timing was disabled
+    context: dict[str, Any] = field(default_factory=dict)
+    rounds: dict[int, float] = field(default_factory=dict)  # rotation -> seconds per call in that round
+
+    @property
+    def label(self) -> str:
+        """The row's name: the backend, and for tuned TVM the log it applied, e.g. `tvm-tuned (log from znver4-2c)`."""
+        log = self.context.get("tuning_log_label")
+        return f"{self.backend} ({log})" if log else self.backend
+
+    @property
+    def precision(self) -> str:
+        return self.context.get("precision", "fp32")
+
+    def ms(self, key: str) -> float | None:
+        return None if self.timing is None or key not in self.timing else self.timing[key] * 1e3
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """median(numerator) / median(denominator) as the median of per-rotation ratios, with its interval."""
+
+    value: float
+    low: float
+    high: float
+    pairs: int  # rotations both rows took part in; 0 when only the two medians could be divided
+
+    def __str__(self) -> str:
+        return f"{self.value:.2f}× [{self.low:.2f}, {self.high:.2f}]"
+
+    def bare(self) -> str:
+        """`1.23 [1.20, 1.25]`, for a column already headed ×."""
+        return f"{self.value:.2f} [{self.low:.2f}, {self.high:.2f}]"
+
+
+def ratio_of(numerator: BenchRow, denominator: BenchRow) -> Ratio | None:
+    if not numerator.timing or not denominator.timing:
+        return None
+    pairs = [numerator.rounds[r] / denominator.rounds[r] for r in sorted(numerator.rounds)
+             if r in denominator.rounds and denominator.rounds[r] > 0]
+    if pairs:
+        return Ratio(*median_interval(pairs), pairs=len(pairs))
+    value = numerator.timing["median"] / denominator.timing["median"]
+    return Ratio(value, value, value, 0)
+
+
+def ratio_table(rows: list[BenchRow], denominator: str) -> dict[tuple[str, str], Ratio]:
+    """Every timed row's Ratio to `denominator`'s row of the same model, from rows of one run only."""
+    base = {r.model: r for r in rows if r.backend == denominator and r.timing}
+    table = {}
+    for r in rows:
+        if r.timing and r.model in base:
+            ratio = ratio_of(r, base[r.model])
+            if ratio is not None:
+                table[(r.model, r.backend)] = ratio
+    return table
+
+
+def ratios(rows: list[BenchRow], denominator: str) -> dict[tuple[str, str], float]:
+    """Just the ratios' values, per (model, variant)."""
+    return {key: ratio.value for key, ratio in ratio_table(rows, denominator).items()}

@@ -1,0 +1,121 @@
+"""Interleaved rounds: how variants are timed so that the machine's drift hits every variant alike.
+
+Timing is a sequence of rotations. In each rotation every variant (in a fresh shuffled order) runs one short round
+in its own worker while the others wait; a slow variant takes part in evenly spaced rotations only, enough for its
+share of the time. Only one worker computes at a time. A round starts with untimed calls (the worker's thread pool
+wakes up, its caches fill), then times calls for `round_seconds`. Variants are compared on rounds of the same
+rotation: neighbours in time, so a slow minute slows both sides of a ratio (Google Benchmark's random interleaving,
+pyperf's spread over processes).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+DEFAULT_ROUND_SECONDS = 0.1
+WARMUP_SECONDS = 0.005  # untimed calls before each round's clock starts (at least one call)
+
+
+class RoundRunner(Protocol):
+    """What the schedule needs of a worker: one round of timed calls, each call's seconds."""
+
+    def request(self, kind: str, *args: Any, timeout: float | None = None, doing: str = "") -> Any: ...
+
+
+@dataclass
+class VariantRounds:
+    """One variant's rounds: per rotation index, the seconds of each timed call in that round."""
+
+    calls: dict[int, list[float]] = field(default_factory=dict)
+    failure: BaseException | None = None  # the worker died or failed mid-way; its rounds so far are kept
+
+    @property
+    def round_means(self) -> dict[int, float]:
+        """Seconds per call, one value per round: what pytest-benchmark stores as the round's time."""
+        return {r: sum(c) / len(c) for r, c in sorted(self.calls.items())}
+
+    @property
+    def values(self) -> list[float]:
+        return list(self.round_means.values())
+
+
+@dataclass
+class Schedule:
+    """The outcome of one interleaved measurement over some variants."""
+
+    rounds: dict[str, VariantRounds]
+    rotations: int
+    round_seconds: float
+    wall_seconds: float
+    order: list[list[str]] = field(default_factory=list)  # the shuffled order of each rotation
+
+
+def plan_rotations(call_seconds: dict[str, float], seconds_per_variant: float, round_seconds: float,
+                   min_rounds: int, always: tuple[str, ...] = ()) -> dict[str, list[int]]:
+    """Which rotations each variant takes part in. Every variant gets at least `min_rounds` rounds and about
+    `seconds_per_variant` of timed calls; a variant whose single call outlasts a round takes part in evenly spaced
+    rotations only, so it does not stretch every rotation. Variants in `always` take part in every rotation (the
+    yardstick: every ratio has a neighbour)."""
+    def wanted(seconds_per_call: float) -> int:
+        per_round = max(round_seconds, seconds_per_call)
+        return max(min_rounds, math.ceil(seconds_per_variant / per_round))
+
+    total = max([wanted(s) for s in call_seconds.values()] + [min_rounds])
+    total = min(total, max(min_rounds, math.ceil(seconds_per_variant / round_seconds)))
+    plan = {}
+    for name, seconds in call_seconds.items():
+        count = total if name in always else min(total, wanted(seconds))
+        plan[name] = sorted({round(i * (total - 1) / max(1, count - 1)) for i in range(count)}) if count > 1 else [0]
+    return plan
+
+
+def interleave(workers: dict[str, RoundRunner], *, seconds_per_variant: float, min_rounds: int,
+               round_seconds: float = DEFAULT_ROUND_SECONDS, always: tuple[str, ...] = (), seed: int | None = None,
+               on_failure: Callable[[str, BaseException], None] | None = None) -> Schedule:
+    """Time every worker in interleaved rounds. A worker that dies drops out; the others carry on."""
+    rng = random.Random(seed)
+    started = time.perf_counter()
+    rounds = {name: VariantRounds() for name in workers}
+    live = dict(workers)
+
+    def run(name: str, rotation: int, warmup: float) -> list[float] | None:
+        try:
+            return live[name].request("round", round_seconds, warmup, doing=f"timing round {rotation + 1}")
+        except Exception as exc:  # a dead or failing worker ends this variant only
+            rounds[name].failure = exc
+            live.pop(name, None)
+            if on_failure is not None:
+                on_failure(name, exc)
+            return None
+
+    # Calibration: one untimed round each, to learn how long one call takes.
+    call_seconds = {}
+    for name in list(live):
+        calls = run(name, -1, WARMUP_SECONDS)
+        if calls is not None:
+            call_seconds[name] = min(calls)
+    plan = plan_rotations(call_seconds, seconds_per_variant, round_seconds, min_rounds, always)
+    total = 1 + max((max(p) for p in plan.values()), default=0)
+    order_log = []
+    for rotation in range(total):
+        names = [name for name in plan if rotation in plan[name] and name in live]
+        rng.shuffle(names)
+        order_log.append(names)
+        for name in names:
+            # A call longer than the warm-up budget wakes the pool by itself: no untimed call before it.
+            warmup = WARMUP_SECONDS if call_seconds[name] < round_seconds else 0.0
+            calls = run(name, rotation, warmup)
+            if calls is not None:
+                rounds[name].calls[rotation] = calls
+    return Schedule(rounds, total, round_seconds, time.perf_counter() - started, order_log)
+
+
+def paired_ratios(numerator: VariantRounds, denominator: VariantRounds) -> list[float]:
+    """numerator / denominator, per rotation both took part in: ratios of neighbours in time."""
+    a, b = numerator.round_means, denominator.round_means
+    return [a[r] / b[r] for r in sorted(a) if r in b and b[r] > 0]

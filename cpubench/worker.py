@@ -1,0 +1,311 @@
+"""The process boundary: each variant is built and timed in a worker process of its own, started fresh (never
+forked) with no other runtime imported. This module alone knows processes exist: it starts a worker, sends it a
+request, waits with a timeout, and turns a worker's death (a signal, an exit, a hang) into one line that names the
+variant, the signal and the command that reproduces it alone.
+
+Both sides live here: `Worker` in the pytest process, `serve` in the worker (`python -m cpubench.worker FD`). The
+worker runs the backends' own interface (load / prepare_inputs / forward / to_numpy) unchanged and times
+`forward` itself, so the pipe between the two is never inside a sample.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field, replace
+from multiprocessing.connection import Connection, Pipe
+from pathlib import Path
+from typing import Any
+
+DEFAULT_TIMEOUT = 900.0  # seconds a worker may take to answer one request (a cold tuned-TVM build is ~2 min)
+# Top-level modules of the runtimes the suite compares; a worker reports which of them it holds.
+RUNTIME_MODULES = ("torch", "onnxruntime", "openvino", "tvm", "executorch", "ai_edge_litert", "tensorflow", "jax")
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """Everything a worker needs to build one variant; pickled across the boundary."""
+
+    variant: str  # the variant's key, e.g. `openvino-bf16`
+    backend: str
+    precision: str
+    module: str  # dotted module defining the backend's `create(name)`
+    model: Any  # models.BuiltModel without its torch module (None): a module does not cross processes
+    model_recipe: tuple | None  # (spec, weights, batch_size, input_size) to rebuild the torch module in the worker
+    onnx_path: Path
+    threads: int
+    tuning_logs: Path
+    tuning_log_exact: bool
+    tuning_log_name: str | None
+    batch: Any  # np.ndarray: the photo as the model wants it, batched
+    block_modules: tuple[str, ...] = ()  # imports this worker refuses (torch, for ONNX-based runtimes)
+    sys_path: tuple[str, ...] = field(default_factory=lambda: tuple(sys.path))
+
+
+class WorkerDied(Exception):
+    """The worker ended (signal, exit) or hung past its timeout; the message is the one line to show."""
+
+    def __init__(self, message: str, signal_name: str | None = None) -> None:
+        super().__init__(message)
+        self.signal_name = signal_name
+
+
+class WorkerError(Exception):
+    """The request failed inside a live worker: `kind` is `unavailable`, `usage` or `error`."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def describe_exit(returncode: int) -> tuple[str, str]:
+    """(`SIGSEGV (signal 11)`, `SIGSEGV`) for a death by signal; (`exit status 3`, ``) otherwise."""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"{name} (signal {-returncode})", name
+    return f"exit status {returncode}", ""
+
+
+class Worker:
+    """One variant's worker process, seen from the pytest process."""
+
+    def __init__(self, label: str, reproduce: str, log_path: Path, env: dict[str, str] | None = None,
+                 timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.label = label  # `resnet18-openvino-bf16`
+        self.reproduce = reproduce  # the command that runs this variant alone
+        self.log_path = log_path
+        self.timeout = timeout
+        self.dead: WorkerDied | None = None
+        self.started_at = 0.0
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        parent, child = Pipe(duplex=True)
+        self._conn: Connection = parent
+        worker_env = {**os.environ, **(env or {})}
+        with open(log_path, "wb") as log:
+            self.started_at = time.perf_counter()
+            self._proc = subprocess.Popen([sys.executable, "-m", "cpubench.worker", str(child.fileno())],
+                                          pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL, stdout=log,
+                                          stderr=subprocess.STDOUT, env=worker_env, close_fds=True)
+        child.close()
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def request(self, kind: str, *args: Any, timeout: float | None = None, doing: str = "") -> Any:
+        """Send one request and return its answer; WorkerError for a failure it reported, WorkerDied if it ended."""
+        if self.dead is not None:
+            raise self.dead
+        doing = doing or kind
+        wait = self.timeout if timeout is None else timeout
+        try:
+            self._conn.send((kind, *args))
+            if not self._conn.poll(wait) and self._proc.poll() is None:
+                self._kill()
+                self._fail(f"hung: no answer within {wait:.0f} s while {doing}, killed", "timeout")
+            status, payload = self._conn.recv()
+        except (EOFError, OSError, BrokenPipeError):
+            self._died(doing)
+        if status == "ok":
+            return payload
+        raise WorkerError(status, payload)
+
+    def _died(self, doing: str) -> None:
+        try:
+            returncode = self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._kill()
+            returncode = self._proc.returncode
+        how, name = describe_exit(returncode)
+        self._fail(f"died from {how} while {doing}", name or None)
+
+    def _fail(self, what: str, signal_name: str | None) -> None:
+        self.dead = WorkerDied(f"{self.label}: worker process {self.pid} {what}; run it alone: `{self.reproduce}` "
+                               f"(worker output: {self.log_path})", signal_name)
+        raise self.dead
+
+    def _kill(self) -> None:
+        with _suppress():
+            self._proc.kill()
+        with _suppress():
+            self._proc.wait(timeout=10)
+
+    def close(self) -> None:
+        if self._proc.poll() is None and self.dead is None:
+            with _suppress():
+                self._conn.send(("stop",))
+            try:
+                self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._kill()
+        with _suppress():
+            self._conn.close()
+
+
+class _suppress:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> bool:
+        return exc[0] is not None and issubclass(exc[0], (OSError, ValueError, subprocess.SubprocessError))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The worker's side.
+
+def memory_kib() -> dict[str, int]:
+    """Resident memory now (VmRSS) and its peak since start or the last reset (VmHWM), in KiB."""
+    values = {}
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                values[key] = int(rest.split()[0])
+    except (OSError, ValueError):
+        import resource
+
+        values = {"VmHWM": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
+    return {"rss_kib": values.get("VmRSS", 0), "peak_kib": values.get("VmHWM", 0)}
+
+
+def reset_peak_memory() -> bool:
+    """Start a new peak (Linux: writing 5 to clear_refs resets VmHWM), so inference's peak is told from build's."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+class _Variant:
+    """The worker's one variant: its backend, built, with its inputs ready."""
+
+    def __init__(self) -> None:
+        self.backend: Any = None
+        self.inputs: Any = None
+
+    def build(self, request: BuildRequest) -> dict[str, Any]:
+        for name in request.block_modules:
+            sys.modules[name] = None  # type: ignore[assignment]  # `import torch` now raises ImportError
+        for entry in request.sys_path:
+            if entry not in sys.path:
+                sys.path.append(entry)
+        started = time.perf_counter()
+        from .backends import BackendUnavailable, LoadContext
+
+        backend = importlib.import_module(request.module).create(request.backend)
+        if request.precision not in backend.precisions:
+            raise BackendUnavailable(f"{request.backend} has no {request.precision} path (it runs "
+                                     f"{', '.join(backend.precisions)}); drop it from --precision or --backends")
+        imported = time.perf_counter()
+        factory = None
+        if request.model_recipe is not None:
+            def factory() -> Any:
+                from .models import build_model
+
+                spec, weights, batch_size, input_size = request.model_recipe
+                return build_model(spec, weights, batch_size, input_size).module
+        ctx = LoadContext(model=request.model, onnx_path=request.onnx_path, threads=request.threads,
+                          tuning_logs=request.tuning_logs, tuning_log_exact=request.tuning_log_exact,
+                          tuning_log_name=request.tuning_log_name, precision=request.precision,
+                          module_factory=factory)
+        ctx.info["precision"] = request.precision
+        backend.load(ctx)
+        inputs = backend.prepare_inputs(request.batch)
+        loaded = time.perf_counter()
+        outputs = backend.forward(inputs)  # the first answer; first-call allocations stay out of every round
+        answered = time.perf_counter()
+        logits = backend.to_numpy(outputs)
+        self.backend, self.inputs = backend, inputs
+        artifact = ctx.info.pop("artifact_path", None)
+        memory = memory_kib()
+        return {
+            "logits": logits, "info": ctx.info, "version": backend.version(), "backend_name": backend.name,
+            "import_seconds": imported - started, "load_seconds": loaded - imported,
+            "first_call_seconds": answered - loaded,
+            "artifact": str(artifact) if artifact else None,
+            "artifact_bytes": Path(artifact).stat().st_size if artifact and Path(artifact).is_file() else None,
+            "rss_after_build_kib": memory["rss_kib"], "peak_build_kib": memory["peak_kib"],
+            "peak_reset": reset_peak_memory(),
+            "runtimes_in_process": sorted(m for m in RUNTIME_MODULES if sys.modules.get(m) is not None),
+        }
+
+    def round(self, seconds: float, warmup_seconds: float) -> list[float]:
+        """One round: untimed calls for `warmup_seconds` (at least one if asked), so the thread pool is awake and
+        the caches are this variant's; then timed calls until `seconds` have passed (at least one)."""
+        forward, inputs, clock = self.backend.forward, self.inputs, time.perf_counter
+        if warmup_seconds > 0:
+            until = clock() + warmup_seconds
+            forward(inputs)
+            while clock() < until:
+                forward(inputs)
+        times: list[float] = []
+        start = clock()
+        while True:
+            t0 = clock()
+            forward(inputs)
+            t1 = clock()
+            times.append(t1 - t0)
+            if t1 - start >= seconds:
+                return times
+
+    @staticmethod
+    def timer_overhead(calls: int = 2000) -> float:
+        """Seconds the timing loop adds to one sample: the same loop around a call that does nothing."""
+        clock, samples = time.perf_counter, []
+        for _ in range(calls):
+            t0 = clock()
+            (lambda x: x)(None)
+            samples.append(clock() - t0)
+        samples.sort()
+        return samples[len(samples) // 2]
+
+
+def serve(conn: Connection) -> None:
+    variant = _Variant()
+    handlers = {
+        "build": variant.build,
+        "round": variant.round,
+        "ping": lambda: time.perf_counter(),
+        "memory": memory_kib,
+        "timer_overhead": variant.timer_overhead,
+    }
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:
+            return
+        kind, args = message[0], message[1:]
+        if kind == "stop":
+            return
+        try:
+            reply = ("ok", handlers[kind](*args))
+        except Exception as exc:  # reported to the pytest process, which decides how the variant's tests end
+            from .backends import BackendUnavailable
+            from .errors import UsageError
+
+            status = "unavailable" if isinstance(exc, BackendUnavailable) else \
+                "usage" if isinstance(exc, UsageError) else "error"
+            text = str(exc) if status != "error" else f"{type(exc).__name__}: {exc}"
+            if status == "error":
+                traceback.print_exc()
+                sys.stdout.flush()
+            reply = (status, text)
+        conn.send(reply)
+
+
+def strip_module(model: Any) -> Any:
+    """The model description without its torch module, to send to a worker."""
+    return replace(model, module=None)
+
+
+if __name__ == "__main__":
+    serve(Connection(int(sys.argv[1])))

@@ -1,0 +1,116 @@
+"""One worker process per variant, timed in interleaved rounds: the schedule's arithmetic, and whole runs in which
+workers die on purpose (tests/plugins/crashing_backend.py) while the rest of the run carries on."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from cpubench.results import BenchRow, ratio_of
+from cpubench.schedule import VariantRounds, paired_ratios, plan_rotations
+from cpubench.stats import median_interval
+from cpubench.worker import describe_exit
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_plan_gives_every_variant_its_share_spread_over_the_whole_span():
+    plan = plan_rotations({"onnxruntime": 0.01, "torch": 0.02, "tvm": 1.6}, seconds_per_variant=1.0,
+                          round_seconds=0.1, min_rounds=5, always=("onnxruntime",))
+    assert plan["onnxruntime"] == list(range(10)) and plan["torch"] == list(range(10))
+    # A call longer than a round: min_rounds rounds, evenly spread from the first rotation to the last.
+    assert len(plan["tvm"]) == 5 and plan["tvm"][0] == 0 and plan["tvm"][-1] == 9
+    assert max(b - a for a, b in zip(plan["tvm"], plan["tvm"][1:], strict=False)) <= 3
+
+
+def test_ratios_pair_rounds_of_the_same_rotation():
+    # The machine slows 3x in rotations 2-3: both sides of each pair see it, so the ratio stays 2.
+    a = VariantRounds({0: [2.0], 1: [2.0], 2: [6.0], 3: [6.0]})
+    b = VariantRounds({0: [1.0], 1: [1.0], 2: [3.0], 3: [3.0], 4: [1.0]})
+    assert paired_ratios(a, b) == [2.0, 2.0, 2.0, 2.0]
+    row_a = BenchRow("m", "a", 0, {"median": 4.0}, rounds=a.round_means)
+    row_b = BenchRow("m", "b", 0, {"median": 1.0}, rounds=b.round_means)
+    ratio = ratio_of(row_a, row_b)
+    assert ratio.value == 2.0 and ratio.low == ratio.high == 2.0 and ratio.pairs == 4
+    # The ratio of the two medians would have said 4.0.
+
+
+def test_median_interval_brackets_the_median_and_narrows_with_tighter_data():
+    wide = median_interval([1.0, 1.5, 0.7, 1.2, 0.9, 1.4, 0.8, 1.1])
+    tight = median_interval([1.0, 1.01, 0.99, 1.0, 1.02, 0.98, 1.0, 1.01])
+    assert wide[1] <= wide[0] <= wide[2] and tight[1] <= tight[0] <= tight[2]
+    assert tight[2] - tight[1] < wide[2] - wide[1]
+    assert median_interval([3.0]) == (3.0, 3.0, 3.0)
+
+
+def test_exit_descriptions_name_the_signal():
+    assert describe_exit(-11) == ("SIGSEGV (signal 11)", "SIGSEGV")
+    assert describe_exit(-9)[1] == "SIGKILL"
+    assert describe_exit(3) == ("exit status 3", "")
+
+
+def run_benches(tmp_path: Path, onnx_file: Path, backends: str, *extra: str) -> tuple[subprocess.CompletedProcess,
+                                                                                       dict]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
+    results = tmp_path / "results"
+    cmd = [sys.executable, "-m", "pytest", str(REPO / "benches"), "-p", "plugins.crash_plugin", "-p", "no:randomly",
+           "-p", "no:cacheprovider", f"--models=onnx:{onnx_file}", f"--backends={backends}",
+           "--benchmark-max-time=0.5", f"--results-dir={results}", "-q", *extra]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    report = json.loads((results / "report.json").read_text()) if (results / "report.json").exists() else {}
+    return proc, report
+
+
+def test_a_dying_worker_fails_its_variant_and_the_run_carries_on(tmp_path, tiny_onnx):
+    json_out = tmp_path / "bench.json"
+    proc, report = run_benches(tmp_path, tiny_onnx, "onnxruntime,crash-segv,crash-kill,crash-hang,crash-build,openvino",
+                               "--worker-timeout=5", f"--benchmark-json={json_out}", "-rA")
+    out = proc.stdout
+    for variant, how in [("crash-segv", "died from SIGSEGV (signal 11) while timing round"),
+                         ("crash-kill", "died from SIGKILL (signal 9) while timing round"),
+                         ("crash-hang", "hung: no answer within 5 s while timing round"),
+                         ("crash-build", "died from SIGABRT (signal 6) while building")]:
+        line = next((ln for ln in out.splitlines() if f"-{variant}: worker process" in ln), "")
+        assert how in line, out[-4000:]
+        assert f"run it alone: `pytest benches/ --models onnx:{tiny_onnx} --backends {variant} --precision fp32`" \
+            in line
+        assert f"FAILED benches/test_inference.py::test_inference[onnx:{tiny_onnx.stem}-{variant}]" in out
+    for passed in ("test_inference[onnx:{}-onnxruntime]", "test_inference[onnx:{}-openvino]", "test_same_top1",
+                   "test_logits_match_reference", "test_ratio_gate"):
+        assert any(ln.startswith("PASSED") and passed.format(tiny_onnx.stem) in ln for ln in out.splitlines()), \
+            (passed, out[-4000:])
+    # The report survives, with the rows that lived, each built in a process that held its own runtime only.
+    rows = {r["backend"]: r for r in report["results"]}
+    assert set(rows) == {"onnxruntime", "openvino"}
+    assert rows["onnxruntime"]["context"]["runtimes_in_process"] == ["onnxruntime"]
+    assert rows["openvino"]["context"]["runtimes_in_process"] == ["openvino"]
+    for row in rows.values():
+        context = row["context"]
+        assert context["worker_pid"] != os.getpid()
+        assert 0 < context["cold_start_seconds"] < 60 and context["rss_after_build_mib"] > 10
+        assert context["artifact_bytes"] == tiny_onnx.stat().st_size
+    # pytest-benchmark holds each variant's rounds, as many as the rounds the report counts.
+    bench = {b["params"]["backend_name"]: b for b in json.loads(json_out.read_text())["benchmarks"]}
+    assert len(bench["onnxruntime"]["stats"]["data"]) == rows["onnxruntime"]["timing"]["rounds"] >= 5
+    assert bench["openvino"]["extra_info"]["calls_per_round"]
+
+
+def test_benchmark_compare_reads_a_saved_run(tmp_path, tiny_onnx):
+    storage = tmp_path / "storage"
+    first, _ = run_benches(tmp_path, tiny_onnx, "onnxruntime,openvino", f"--benchmark-storage={storage}",
+                           "--benchmark-autosave")
+    assert first.returncode == 0, first.stdout[-3000:]
+    second, _ = run_benches(tmp_path, tiny_onnx, "onnxruntime,openvino", f"--benchmark-storage={storage}",
+                            "--benchmark-compare", "--benchmark-compare-fail=median:1000%")
+    assert second.returncode == 0, second.stdout[-3000:]
+    assert "0001_" in second.stdout + second.stderr  # the saved run it compared against
+
+
+def test_a_tvm_worker_never_imports_torch(tmp_path, tiny_onnx):
+    """apache-tvm-ffi imports torch when it can; a TVM worker refuses, so its process holds TVM alone."""
+    proc, report = run_benches(tmp_path, tiny_onnx, "onnxruntime,tvm", "--benchmark-disable")
+    rows = {r["backend"]: r for r in report.get("results", [])}
+    assert rows["tvm"]["context"]["runtimes_in_process"] == ["tvm"], proc.stdout[-3000:]
