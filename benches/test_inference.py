@@ -7,7 +7,7 @@ from cpubench.plugin import load_backend, record_benchmark, timed_rounds
 
 
 def test_inference(benchmark, suite, model_name, backend_name, request):
-    loaded = load_backend(suite, model_name, backend_name, benchmark)  # built in its worker, inputs ready: nothing timed yet
+    loaded = load_backend(suite, model_name, backend_name, benchmark)  # built in its worker: nothing timed yet
     benchmark.group = model_name
     rounds = timed_rounds(request.config, suite, benchmark, model_name, backend_name)
     record_benchmark(suite, benchmark, loaded, rounds)

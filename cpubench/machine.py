@@ -150,6 +150,16 @@ def cpu_model_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def bf16_class(flags: Iterable[str] | None = None) -> str:
+    """How this CPU computes bfloat16: `amx` (AMX tiles: large speed-ups), `avx512_bf16` (dot products in vector
+    registers: modest ones), `bf16` (Arm), or `none`. Stored bf16 expectations only transfer within a class."""
+    have = frozenset(cpu_flags() if flags is None else flags)
+    for name in ("amx_bf16", "avx512_bf16", "bf16"):
+        if name in have:
+            return name.removesuffix("_bf16") if name == "amx_bf16" else name
+    return "none"
+
+
 def gate_key(threads: int, batch_size: int) -> str:
     """The regression gate's key for this machine and run: `znver4-2t-b1`."""
     return f"{llvm_cpu()}-{threads}t-b{batch_size}"

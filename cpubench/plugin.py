@@ -163,6 +163,21 @@ def timed_rounds(config, suite: SuiteSession, benchmark, model: str, variant: st
     return rounds.round_means
 
 
+def efficiency_context(suite: SuiteSession, model: str, rounds: dict[int, float]) -> dict[str, float]:
+    """The variant's share of this CPU's float32 GEMM rate, timed in the same rotations (cpubench/yardstick.py)."""
+    from .yardstick import efficiency, rate_gflops
+
+    flops, gemm = suite.flops(model), suite.gemm_rounds(model)
+    share = efficiency(rounds, gemm, flops) if flops and gemm else None
+    if share is None:
+        return {}
+    rate = rate_gflops(gemm)
+    return {"model_gflop": round(flops / 1e9, 3), "cpu_gemm_gflops": round(rate[0], 1),
+            "cpu_gemm_gflops_low": round(rate[1], 1), "cpu_gemm_gflops_high": round(rate[2], 1),
+            "efficiency": round(share.value, 4), "efficiency_low": round(share.low, 4),
+            "efficiency_high": round(share.high, 4)}
+
+
 def record_benchmark(suite: SuiteSession, benchmark, loaded: LoadedBackend, rounds: dict[int, float]) -> None:
     """Context of the number (and, when timed, its percentiles and interval) into extra_info and the report."""
     from .images import describe_class
@@ -190,6 +205,7 @@ def record_benchmark(suite: SuiteSession, benchmark, loaded: LoadedBackend, roun
     if timing:
         _, timing["median_low"], timing["median_high"] = median_interval(data)
         extra.update({k: timing[k] for k in ("p50", "p90", "p99", "ips", "median_low", "median_high")})
+        extra.update(efficiency_context(suite, loaded.model, rounds))
     # A transferred log's metadata timed the model on another CPU: no comparison with this run's median.
     tuned_ms = None if loaded.info.get("tuning_log_transferred") else \
         (loaded.info.get("tuning_metadata") or {}).get("model_latency_ms")
@@ -229,12 +245,14 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     write_report(suite, terminalreporter)
     if suite.settings.gate_update:
         from . import gate
+        from .machine import bf16_class
 
         settings = suite.settings
         key = gate.machine_key(settings.threads, settings.batch_size)
         try:
             gate.update(settings.gate_file, key, suite.results,
-                        {"cpu_name": machine_summary()["cpu_name"], "threads": settings.threads})
+                        {"cpu_name": machine_summary()["cpu_name"], "threads": settings.threads,
+                         "bf16_class": bf16_class()})
         except UsageError as exc:
             terminalreporter.write_line(f"gate update failed: {exc}", red=True)
         else:

@@ -34,6 +34,13 @@ def _interval_ms(row: BenchRow) -> str:
     return f"{row.ms('median'):.2f}" + (f" [{low:.2f}, {high:.2f}]" if low is not None and high is not None else "")
 
 
+def _efficiency(row: BenchRow) -> str:
+    c = row.context
+    if "efficiency" not in c:
+        return "—"
+    return f"{c['efficiency'] * 100:.0f}% [{c['efficiency_low'] * 100:.0f}, {c['efficiency_high'] * 100:.0f}]"
+
+
 def _mib(value: float | None) -> str:
     return "—" if value is None else f"{value:.0f}"
 
@@ -47,15 +54,16 @@ def table_lines(rows: list[BenchRow]) -> list[str]:
         ordered = sorted((r for r in rows if r.model == model), key=_backend_order)
         lines += [f"### {model}", "",
                   "| backend | precision | median ms [95% interval] | p90 ms | images/s | rounds "
-                  f"| × {YARDSTICK} [95% interval] | speed-up vs {REFERENCE} | top-1 |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+                  f"| × {YARDSTICK} [95% interval] | % of this CPU's fp32 GEMM rate | speed-up vs {REFERENCE} "
+                  "| top-1 |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
         for r in ordered:
             key = (r.model, r.backend)
             ratio = vs_ort.get(key)
             lines.append(
                 f"| {r.label} | {r.precision} | {_interval_ms(r)} | {_fmt(r.ms('p90'))} "
                 f"| {_fmt(r.timing['ips'] if r.timing else None, '.1f')} | {r.timing['rounds'] if r.timing else '—'} "
-                f"| {'—' if ratio is None else ratio.bare()} "
+                f"| {'—' if ratio is None else ratio.bare()} | {_efficiency(r)} "
                 f"| {_fmt(1 / speedup[key].value if key in speedup else None, '.2f')}{'×' if key in speedup else ''} "
                 f"| {describe_class(r.top1, r.context.get('classes', 1000))} |")
         lines += ["", "| backend | precision | cold start s | build s | memory after build MiB "
@@ -114,6 +122,14 @@ def context_lines(rows: list[BenchRow], suite) -> list[str]:
                          + (f" ({choice})" if choice else "")
                          + f", {r.context.get('tuning_coverage', '?')}, target `{r.context.get('tvm_target', '?')}`"
                          + agreement)
+    for model in dict.fromkeys(r.model for r in rows):
+        c = next((r.context for r in rows if r.model == model and "cpu_gemm_gflops" in r.context), None)
+        if c is not None:
+            lines.append(f"- {model}: {c['model_gflop']:.2f} GFLOP a forward pass (torch.utils.flop_counter, "
+                         f"batch {settings.batch_size}); this CPU's fp32 GEMM rate in the same rotations: "
+                         f"{c['cpu_gemm_gflops']:.0f} GFLOP/s [{c['cpu_gemm_gflops_low']:.0f}, "
+                         f"{c['cpu_gemm_gflops_high']:.0f}] ({settings.threads} threads, numpy matmul "
+                         "1024x1024x1024)")
     for model, cost in getattr(suite, "boundary", {}).items():
         timed = [r.timing["median"] for r in rows if r.model == model and r.timing]
         if not cost or not timed:

@@ -20,6 +20,7 @@ from .precision import Variant, cpu_lacks
 from .results import YARDSTICK, BenchRow
 from .schedule import Schedule, interleave
 from .worker import BuildRequest, Worker, WorkerDied, WorkerError, strip_module
+from .yardstick import NAME as GEMM
 
 
 @dataclass
@@ -56,6 +57,8 @@ class SuiteSession:
         self.export_seconds: dict[str, float] = {}
         self._loaded: dict[tuple[str, str], LoadedBackend | BaseException] = {}
         self._schedules: dict[str, Schedule] = {}
+        self._gemm: Worker | BaseException | None = None
+        self._flops: dict[str, int | None] = {}
         self.boundary: dict[str, dict[str, float]] = {}  # model -> what the process boundary costs (see measure)
         self.results: list[BenchRow] = []
         self.verdicts: list[str] = []  # what each verdict checked and against what, for the report
@@ -138,32 +141,7 @@ class SuiteSession:
         lacking = cpu_lacks(variant.precision)
         if lacking:
             raise BackendUnavailable(lacking)
-        model = self.model(model_name)
-        spec = parse_spec(model_name)
-        request = BuildRequest(
-            variant=variant_key, backend=variant.backend, precision=variant.precision,
-            module=backend_module(variant.backend), model=strip_module(model),
-            model_recipe=None if model.module is None else
-            (model_name, self._weights_for(model_name), self.settings.batch_size, self.settings.input_size),
-            onnx_path=self.onnx_path(model_name), threads=self.settings.threads,
-            tuning_logs=self.settings.tuning_logs, tuning_log_exact=self.settings.tuning_log_exact,
-            tuning_log_name=self.settings.tuning_log,
-            batch=make_batch(self.image_for(model_name), self.settings.batch_size),
-            block_modules=("torch",) if variant.backend in TORCH_FREE else ())
-        threads = str(self.settings.threads)
-        worker = Worker(f"{spec.test_id}-{variant_key}", self.reproduce_command(model_name, variant),
-                        self.settings.results_dir / "workers" / f"{model.disk_key}-{variant_key}.log",
-                        env={"OMP_NUM_THREADS": threads, "TVM_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1"},
-                        timeout=self.settings.worker_timeout)
-        try:
-            built = worker.request("build", request, doing="building")
-        except WorkerError as exc:
-            worker.close()
-            if exc.kind == "unavailable":
-                raise BackendUnavailable(str(exc)) from None
-            if exc.kind == "usage":
-                raise UsageError(str(exc)) from None
-            raise UsageError(f"build failed: {exc} (worker output: {worker.log_path})") from None
+        worker, built = self._start_worker(model_name, variant_key, variant, backend_module(variant.backend))
         cold_start = time.perf_counter() - worker.started_at
         logits = built["logits"]
         if logits.ndim != 2 or logits.shape[0] != self.settings.batch_size:
@@ -182,6 +160,55 @@ class SuiteSession:
         return LoadedBackend(model_name, variant_key, built["backend_name"], built["version"], worker, logits[0],
                              built["load_seconds"], built["info"], process)
 
+    def _start_worker(self, model_name: str, variant_key: str, variant: Variant,
+                      module: str) -> tuple[Worker, dict[str, Any]]:
+        """A fresh worker process that has built `variant` of the model, and what it said about the build."""
+        model = self.model(model_name)
+        spec = parse_spec(model_name)
+        request = BuildRequest(
+            variant=variant_key, backend=variant.backend, precision=variant.precision,
+            module=module, model=strip_module(model),
+            model_recipe=None if model.module is None else
+            (model_name, self._weights_for(model_name), self.settings.batch_size, self.settings.input_size),
+            onnx_path=self.onnx_path(model_name), threads=self.settings.threads,
+            tuning_logs=self.settings.tuning_logs, tuning_log_exact=self.settings.tuning_log_exact,
+            tuning_log_name=self.settings.tuning_log,
+            batch=make_batch(self.image_for(model_name), self.settings.batch_size),
+            block_modules=("torch",) if variant.backend in TORCH_FREE or variant.backend == GEMM else ())
+        threads = str(self.settings.threads)
+        worker = Worker(f"{spec.test_id}-{variant_key}", self.reproduce_command(model_name, variant),
+                        self.settings.results_dir / "workers" / f"{model.disk_key}-{variant_key}.log",
+                        env={"OMP_NUM_THREADS": threads, "TVM_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1"},
+                        timeout=self.settings.worker_timeout)
+        try:
+            built = worker.request("build", request, doing="building")
+        except WorkerError as exc:
+            worker.close()
+            if exc.kind == "unavailable":
+                raise BackendUnavailable(str(exc)) from None
+            if exc.kind == "usage":
+                raise UsageError(str(exc)) from None
+            raise UsageError(f"build failed: {exc} (worker output: {worker.log_path})") from None
+        return worker, built
+
+    def gemm_worker(self, model_name: str) -> Worker | None:
+        """The worker timing this CPU's float32 GEMM rate beside the models (one for the session)."""
+        if self._gemm is None:
+            try:
+                self._gemm, _ = self._start_worker(model_name, GEMM, Variant(GEMM), "cpubench.yardstick")
+            except (UsageError, BackendUnavailable, WorkerDied) as exc:
+                self._gemm = exc
+        return self._gemm if isinstance(self._gemm, Worker) else None
+
+    def flops(self, model_name: str) -> int | None:
+        """FLOPs of one forward pass of the whole batch, counted on the torch module (None for an ONNX file)."""
+        if model_name not in self._flops:
+            from .yardstick import model_flops
+
+            model = self.model(model_name)
+            self._flops[model_name] = model_flops(model.module, model.input_shape)
+        return self._flops[model_name]
+
     def measure(self, model: str, variants: list[str], seconds_per_variant: float, min_rounds: int) -> Schedule:
         """Time every variant of `model` that built, together, once per session (the first benchmark asks)."""
         if model not in self._schedules:
@@ -191,11 +218,14 @@ class SuiteSession:
                     workers[variant] = self.loaded(model, variant).worker
                 except (UsageError, BackendUnavailable, WorkerDied):
                     continue  # its own test reports why
+            gemm = self.gemm_worker(model) if workers else None
+            if gemm is not None:
+                workers[GEMM] = gemm
             self.boundary[model] = self._boundary_cost(workers)
             schedule = interleave(workers, seconds_per_variant=seconds_per_variant, min_rounds=min_rounds,
-                                  round_seconds=self.settings.round_ms / 1e3, always=(YARDSTICK,))
+                                  round_seconds=self.settings.round_ms / 1e3, always=(YARDSTICK, GEMM))
             for variant, worker in workers.items():
-                if schedule.rounds[variant].failure is None:
+                if variant != GEMM and schedule.rounds[variant].failure is None:
                     loaded = self.loaded(model, variant)
                     try:
                         memory = worker.request("memory", doing="reading its memory use")
@@ -205,6 +235,12 @@ class SuiteSession:
                         loaded.process["peak_inference_mib"] = memory["peak_kib"] / 1024
             self._schedules[model] = schedule
         return self._schedules[model]
+
+    def gemm_rounds(self, model: str) -> dict[int, float]:
+        """The GEMM's rounds in `model`'s timing: per rotation, seconds per call."""
+        schedule = self._schedules.get(model)
+        rounds = schedule.rounds.get(GEMM) if schedule else None
+        return rounds.round_means if rounds is not None and rounds.failure is None else {}
 
     def timing_failure(self, model: str, variant: str) -> BaseException | None:
         schedule = self._schedules.get(model)
@@ -232,7 +268,10 @@ class SuiteSession:
     def retime(self, model: str, variants: list[str], seconds_per_variant: float = 1.0,
                min_rounds: int = 10) -> Schedule:
         """Time some built variants again, interleaved (the gate's confirmation)."""
-        workers = {v: self.loaded(model, v).worker for v in variants}
+        workers = {v: self.loaded(model, v).worker for v in variants if v != GEMM}
+        gemm = self.gemm_worker(model) if GEMM in variants else None
+        if gemm is not None:
+            workers[GEMM] = gemm
         return interleave(workers, seconds_per_variant=seconds_per_variant, min_rounds=min_rounds,
                           round_seconds=self.settings.round_ms / 1e3, always=(variants[0],))
 
@@ -240,6 +279,8 @@ class SuiteSession:
         for value in self._loaded.values():
             if isinstance(value, LoadedBackend):
                 value.worker.close()
+        if isinstance(self._gemm, Worker):
+            self._gemm.close()
 
 
 def machine_summary() -> dict[str, str]:

@@ -40,7 +40,7 @@ def test_ratios_are_within_one_model():
 def test_table_has_speedup_ratio_and_class_name():
     text = "\n".join(table_lines(ROWS))
     assert "### resnet18" in text and "### efficientnet_lite0" in text
-    assert "| tvm-tuned | fp32 | 12.00 |" in text and "| 1.50 [1.50, 1.50] | 1.33× | 285 Egyptian cat |" in text
+    assert "| tvm-tuned | fp32 | 12.00 |" in text and "| 1.50 [1.50, 1.50] | — | 1.33× | 285 Egyptian cat |" in text
 
 
 def test_verdict_line_names_the_fastest_and_its_margins():
@@ -74,10 +74,10 @@ def test_gate_passes_on_expected_and_names_a_2x_regression(tmp_path):
     file = tmp_path / "ratios.json"
     gate.update(file, "cpu-2t-b1", ROWS, {"threads": 2})
     expected = json.loads(file.read_text())["machines"]["cpu-2t-b1"]["ratios"]
-    violations, checked = gate.check(ROWS, expected)
-    assert not violations and len(checked) == 4
+    outcome = gate.check(ROWS, expected)
+    assert not outcome.violations and len(outcome.checked) == 4
     slower = [row("resnet18", "tvm-tuned", 24.0) if r.backend == "tvm-tuned" else r for r in ROWS]
-    violations, _ = gate.check(slower, expected)
+    violations = gate.check(slower, expected).violations
     assert [(v.model, v.backend) for v in violations] == [("resnet18", "tvm-tuned")]
     assert "resnet18 tvm-tuned: median is 3.00x onnxruntime's, allowed at most 2.40x" in str(violations[0])
 
@@ -87,17 +87,17 @@ def test_gate_fails_when_a_selected_backend_has_no_timing(tmp_path):
     gate.update(file, "cpu-2t-b1", ROWS, {"threads": 2})
     expected = json.loads(file.read_text())["machines"]["cpu-2t-b1"]["ratios"]
     without_tuned = [r for r in ROWS if r.backend != "tvm-tuned"]
-    violations, _ = gate.check(without_tuned, expected, ("torch", "onnxruntime", "tvm", "tvm-tuned"))
+    violations = gate.check(without_tuned, expected, ("torch", "onnxruntime", "tvm", "tvm-tuned")).violations
     assert [str(v).split(":")[0] for v in violations] == ["resnet18 tvm-tuned"]
     assert "no timing in this run" in str(violations[0])
     # Not selected (--backends torch,onnxruntime): not required.
-    assert gate.check(without_tuned, expected, ("torch", "onnxruntime"))[0] == []
+    assert gate.check(without_tuned, expected, ("torch", "onnxruntime")).violations == []
 
 
 def test_gate_tolerates_noise_within_its_slack():
     expected = {"resnet18": {"torch": {"expected": 2.0, "max": 2.0 * gate.SLACK}}}
     noisy = [row("resnet18", "torch", 16.0 * 1.3), row("resnet18", "onnxruntime", 8.0)]
-    assert gate.check(noisy, expected)[0] == []
+    assert gate.check(noisy, expected).violations == []
 
 
 def test_gate_file_must_be_json(tmp_path):
@@ -131,9 +131,9 @@ def test_portable_bounds_catch_a_fallback_to_untuned_code():
     data = {"machines": {"znver4-2t-b1": {"ratios": {"resnet18": {"tvm-tuned": {"expected": 0.98, "max": 1.57}}}}}}
     bounds = gate.expectations_for(data, "rocketlake-2t-b1", "resnet18", ("onnxruntime", "tvm-tuned"))
     fine = [row("resnet18", "onnxruntime", 10.0), row("resnet18", "tvm-tuned", 15.0)]  # a transferred log: 1.5x
-    assert gate.check(fine, {"resnet18": bounds.ratios}, ("onnxruntime", "tvm-tuned"))[0] == []
+    assert gate.check(fine, {"resnet18": bounds.ratios}, ("onnxruntime", "tvm-tuned")).violations == []
     fallback = [row("resnet18", "onnxruntime", 10.0), row("resnet18", "tvm-tuned", 75.0)]  # 5x slower
-    violations, _ = gate.check(fallback, {"resnet18": bounds.ratios}, ("onnxruntime", "tvm-tuned"))
+    violations = gate.check(fallback, {"resnet18": bounds.ratios}, ("onnxruntime", "tvm-tuned")).violations
     assert [(v.model, v.backend) for v in violations] == [("resnet18", "tvm-tuned")]
 
 
@@ -141,9 +141,60 @@ def test_a_model_no_machine_knows_gets_default_bounds():
     bounds = gate.expectations_for({"machines": {}}, "rocketlake-2t-b1", "mobilenet", ("torch", "tvm-tuned"))
     assert "default bounds" in bounds.source and set(bounds.ratios) == {"torch", "tvm-tuned"}
     unavailable = [row("mobilenet", "onnxruntime", 10.0)]
-    violations, checked = gate.check(unavailable, {"mobilenet": bounds.ratios}, ("onnxruntime", "tvm-tuned"),
-                                     {"tvm-tuned": "skipped: no tuning log fits"})
-    assert violations == [] and checked == ["mobilenet-tvm-tuned not checked (skipped: no tuning log fits)"]
+    outcome = gate.check(unavailable, {"mobilenet": bounds.ratios}, ("onnxruntime", "tvm-tuned"),
+                         {"tvm-tuned": "skipped: no tuning log fits"})
+    assert outcome.violations == [] and outcome.checked == []  # nothing compared: the gate test then fails
+    assert outcome.unchecked == ["mobilenet-tvm-tuned not checked (skipped: no tuning log fits)"]
+
+
+def efficiency_row(backend, median_ms, share, model="resnet18"):
+    r = row(model, backend, median_ms)
+    r.context.update({"efficiency": share, "efficiency_low": share * 0.97, "efficiency_high": share * 1.03})
+    return r
+
+
+def test_gate_holds_onnxruntime_to_its_share_of_the_gemm_rate(tmp_path):
+    file = tmp_path / "ratios.json"
+    rows = [efficiency_row("onnxruntime", 10.0, 1.0), efficiency_row("torch", 20.0, 0.5)]
+    gate.update(file, "cpu-2t-b1", rows, {"threads": 2, "bf16_class": "amx"})
+    data = gate.load_expected(file)
+    own = gate.expectations_for(data, "cpu-2t-b1", "resnet18", ("onnxruntime", "torch"), bf16_kind="amx")
+    assert own.efficiency == {"expected": 1.0, "min": pytest.approx(1.0 / gate.EFFICIENCY_SLACK, abs=1e-3)}
+    ok = gate.check(rows, {"resnet18": own.ratios}, ("onnxruntime", "torch"), efficiency={"resnet18": own.efficiency})
+    assert ok.violations == [] and any("of the GEMM rate" in line for line in ok.checked)
+    # ONNX Runtime (or its export) 2x slower, everything else with it: every ratio holds, the efficiency fails.
+    slow = [efficiency_row("onnxruntime", 20.0, 0.5), efficiency_row("torch", 40.0, 0.25)]
+    failed = gate.check(slow, {"resnet18": own.ratios}, ("onnxruntime", "torch"),
+                        efficiency={"resnet18": own.efficiency}).violations
+    assert [(v.backend, v.kind) for v in failed] == [("onnxruntime", "efficiency")]
+    assert "resnet18 onnxruntime: runs at 50% of this CPU's fp32 GEMM rate" in str(failed[0])
+    # Another machine (same threads and batch) gets a portable floor that still fails a 2x slowdown.
+    portable = gate.expectations_for(data, "other-2t-b1", "resnet18", ("onnxruntime",), bf16_kind="none")
+    assert portable.efficiency["min"] > 0.5
+    assert gate.expectations_for(data, "other-4t-b1", "resnet18", ("onnxruntime",)).efficiency is None
+
+
+def test_gate_fails_an_fp32_variant_faster_than_the_cpu_can_compute():
+    rows = [efficiency_row("onnxruntime", 10.0, 1.0), efficiency_row("openvino", 2.0, 5.0)]
+    bands = gate.expectations_for({"machines": {}}, "cpu-2t-b1", "resnet18", ("openvino",)).ratios
+    violations = gate.check(rows, {"resnet18": bands}, ("onnxruntime", "openvino")).violations
+    assert [(v.backend, v.kind) for v in violations] == [("openvino", "implausible")]
+    assert "it ran in lower precision or skipped work" in str(violations[0])
+    bf16 = [efficiency_row("onnxruntime", 10.0, 1.0), efficiency_row("openvino-bf16", 2.0, 5.0)]
+    assert gate.check(bf16, {"resnet18": bands}, ("onnxruntime", "openvino-bf16")).violations == []
+
+
+def test_bf16_bands_travel_only_between_cpus_with_the_same_bf16_hardware(tmp_path):
+    file = tmp_path / "ratios.json"
+    amx_rows = [row("resnet18", "onnxruntime", 10.0), row("resnet18", "openvino", 10.0),
+                row("resnet18", "openvino-bf16", 2.0)]
+    gate.update(file, "xeon-2t-b1", amx_rows, {"threads": 2, "bf16_class": "amx"})
+    data = gate.load_expected(file)
+    amx = gate.expectations_for(data, "other-2t-b1", "resnet18", ("openvino-bf16",), bf16_kind="amx")
+    assert amx.ratios["openvino-bf16"]["expected"] == pytest.approx(0.2)
+    no_amx = gate.expectations_for(data, "zen4-2t-b1", "resnet18", ("openvino-bf16",), bf16_kind="avx512_bf16")
+    assert no_amx.ratios["openvino-bf16"]["expected"] == pytest.approx(1.0)  # its fp32 bound
+    assert "fp32 bound" in no_amx.source
 
 
 def test_tuning_chart_from_metadata(tmp_path):
