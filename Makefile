@@ -5,17 +5,32 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: bench test quick tune gate gate-update lint clean-cache
+.PHONY: bench test tune gate-update lint clean-cache
+
+# LiteRT, installed so that pip has nothing to report. No set of versions satisfies everything:
+# litert-torch 0.10.0 (the release for torch 2.14) needs litert-converter 0.5.*, which (like ai-edge-litert's
+# [model-utils] extra) pins xdsl==0.28.0, and xdsl 0.28.0 declares typing-extensions<4.13, while apache-tvm-ffi
+# 0.1.14.post0 (under apache-tvm 0.27) declares typing-extensions>=4.13. TVM's need wins. The one requirement
+# overridden is xdsl's cap: xdsl, litert-converter and litert-torch go in with --no-deps, after everything else
+# they declare (LITERT_NEEDS, their Requires-Dist less each other and less what the project already brings).
+# LiteRT converts and runs with typing-extensions 4.16. `pip check` then must report that override and nothing
+# else, so a need missing from LITERT_NEEDS, or any other conflict, stops the install here.
+LITERT_NODEPS := 'xdsl==0.28.0' 'litert-converter==0.5.0' 'litert-torch==0.10.0'
+LITERT_NEEDS := 'ai-edge-litert==2.3.0' 'ai-edge-quantizer==0.10.*' 'litert-lm-builder>=0.18.0' 'torchao>=0.17.0' \
+	absl-py scipy safetensors multipledispatch transformers kagglehub tabulate jax jaxtyping fire sentencepiece rich \
+	lark 'immutabledict<4.2.2' 'ordered-set==4.1.0' 'typing-extensions>=4.14'
+LITERT_OVERRIDE := xdsl 0.28.0 has requirement typing-extensions<4.13,>=4.7, but you have typing-extensions
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev,backends,models]'
 	$(PY) -m pip install --quiet -e '.[executorch]' || echo "executorch could not be installed: its rows will be skipped"
-	$(PY) -m pip install --quiet 'litert-torch==0.10.0' 'ai-edge-litert==2.3.0' || echo "litert could not be installed: its rows will be skipped"
-	# xdsl (under litert-torch) asks for typing-extensions<4.13 and apache-tvm-ffi for >=4.13: TVM's need wins,
-	# LiteRT converts and runs with the newer one.
-	$(PY) -m pip install --quiet 'typing-extensions>=4.14'
+	$(PY) -m pip install --quiet $(LITERT_NEEDS) && $(PY) -m pip install --quiet --no-deps $(LITERT_NODEPS) \
+		|| echo "litert could not be installed: its rows will be skipped"
+	@$(PY) -m pip check | grep -v -e '^$(LITERT_OVERRIDE) ' -e '^No broken requirements found' \
+		&& { echo "pip check found the conflicts above (only xdsl's typing-extensions cap is expected)"; exit 1; } \
+		|| echo "pip check: consistent, except xdsl 0.28.0's cap typing-extensions<4.13, overridden on purpose (Makefile)"
 	touch $@
 
 bench: $(VENV)/.installed  ## the comparison over every installed backend, report in results/
@@ -34,5 +49,9 @@ gate-update: $(VENV)/.installed  ## store this machine's ratios as the expected 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 
-clean-cache:
-	rm -rf .cache/onnx .cache/tvm
+# The builds README.md#caches names: ONNX exports, TVM libraries, ExecuTorch programs, LiteRT files and Inductor's
+# cache (cpubench/cache.py: $CPUBENCH_CACHE, else .cache/). Unfinished tuning runs (tuning-work/) are kept: they resume.
+CACHE_DIR ?= $(or $(CPUBENCH_CACHE),.cache)
+
+clean-cache:  ## drop the cached exports and builds; the next run redoes them
+	rm -rf $(addprefix $(CACHE_DIR)/,onnx tvm executorch litert inductor)

@@ -16,7 +16,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+_SOURCE_ROOT = Path(__file__).resolve().parent.parent
+# A checkout keeps its caches, results and tuning logs beside the code; an installed copy (site-packages) uses the
+# folder it is run from instead, never site-packages.
+REPO_ROOT = _SOURCE_ROOT if (_SOURCE_ROOT / "pyproject.toml").is_file() else Path.cwd()
 SIDECAR_SUFFIX = ".sha256"
 MISSING = "missing"
 NO_SIDECAR = "no digest sidecar"

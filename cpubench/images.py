@@ -9,7 +9,8 @@ import numpy as np
 
 from .errors import UsageError
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+# cpubench/fixtures links to the top-level fixtures/ in a checkout and is package data in a wheel.
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 DEFAULT_IMAGE = FIXTURES / "chelsea.png"
 CLASSES_FILE = FIXTURES / "imagenet_classes.txt"
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)

@@ -106,9 +106,10 @@ def add_options(parser) -> None:
                     help="`-m tune`: measure candidates on devices of this TVM RPC tracker; default: this machine")
     group.addoption("--rpc-key", default=None, metavar="KEY",
                     help="`-m tune`: device key registered with --rpc-tracker; default: none")
-    group.addoption("--round-ms", type=positive_int, default=100, metavar="MS",
+    group.addoption("--round-ms", type=positive_int, default=50, metavar="MS",
                     help="length of one timed round; variants take turns in shuffled rotations of such rounds, "
-                         "each in its own worker process; default: 100")
+                         "each in its own worker process, until each has had --benchmark-max-time of timed calls "
+                         "(pytest.ini sets 3 s); default: 50")
     group.addoption("--worker-timeout", type=positive_int, default=900, metavar="SECONDS",
                     help="a worker that gives no answer to one request (a build, a round) for this long is killed "
                          "and its variant fails; default: 900")
@@ -141,7 +142,7 @@ class Settings:
     rpc_key: str | None
     gate_file: Path
     gate_update: bool
-    round_ms: int = 100
+    round_ms: int = 50
     worker_timeout: int = 900
 
     @property

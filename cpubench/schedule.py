@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-DEFAULT_ROUND_SECONDS = 0.1
+DEFAULT_ROUND_SECONDS = 0.05
 WARMUP_SECONDS = 0.005  # untimed calls before each round's clock starts (at least one call)
 
 

@@ -14,7 +14,8 @@ import torch
 from ..cache import cached_path
 from . import BackendUnavailable, LoadContext, cached_conversion, torch_module
 
-INSTALL_HINT = "run `pip install -e '.[litert]'` (`make` installs it when it can)"
+INSTALL_HINT = ("run `make`, which installs it beside TVM (the Makefile says why `pip install -e '.[litert]'` alone "
+                "would downgrade typing-extensions below what TVM needs)")
 
 
 class LiteRtXnnpack:
