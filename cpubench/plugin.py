@@ -26,6 +26,8 @@ def pytest_addoption(parser) -> None:
 
 def pytest_configure(config) -> None:
     config.addinivalue_line("markers", "tune: regenerates tuning logs with MetaSchedule (opt-in: pytest -m tune)")
+    config.addinivalue_line("markers", "stability: three runs and one beside a CPU hog, ratios compared "
+                                       "(opt-in: pytest -m stability)")
     config.addinivalue_line("markers", f"{VERDICT_MARKER}: reads what the session measured; runs after every "
                                        "benchmark, whatever order plugins chose")
     workers = getattr(config.option, "numprocesses", None)
@@ -57,13 +59,16 @@ def pytest_generate_tests(metafunc) -> None:
         metafunc.parametrize("backend_name", settings.variants, scope="session")
 
 
+OPT_IN_MARKERS = ("tune", "stability")  # long runs: only when the marker expression names them (`-m tune`)
+
+
 def pytest_collection_modifyitems(config, items) -> None:
-    """Tuning takes about 15 minutes a model: `tune` tests run only when the marker expression asks for them."""
-    if "tune" in (config.getoption("markexpr") or ""):
-        return
+    """Tuning (about 15 minutes a model) and the stability proof (four runs) run only when `-m` asks for them."""
+    asked = config.getoption("markexpr") or ""
+    opt_in = [marker for marker in OPT_IN_MARKERS if marker not in asked]
     keep, drop = [], []
     for item in items:
-        (drop if item.get_closest_marker("tune") else keep).append(item)
+        (drop if any(item.get_closest_marker(m) for m in opt_in) else keep).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep

@@ -3,9 +3,10 @@
 Timing is a sequence of rotations. In each rotation every variant (in a fresh shuffled order) runs one short round
 in its own worker while the others wait; a slow variant takes part in evenly spaced rotations only, enough for its
 share of the time. Only one worker computes at a time. A round starts with untimed calls (the worker's thread pool
-wakes up, its caches fill), then times calls for `round_seconds`. Variants are compared on rounds of the same
-rotation: neighbours in time, so a slow minute slows both sides of a ratio (Google Benchmark's random interleaving,
-pyperf's spread over processes).
+wakes up, its caches fill), then times calls for `round_seconds`; the next round starts only once the worker's
+threads have gone idle (thread pools spin after work, and would otherwise run beside the next variant). Variants
+are compared on rounds of the same rotation: neighbours in time, so a slow minute slows both sides of a ratio
+(Google Benchmark's random interleaving, pyperf's spread over processes).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ class RoundRunner(Protocol):
     """What the schedule needs of a worker: one round of timed calls, each call's seconds."""
 
     def request(self, kind: str, *args: Any, timeout: float | None = None, doing: str = "") -> Any: ...
+
+    def settle(self) -> float: ...
 
 
 @dataclass
@@ -85,7 +88,9 @@ def interleave(workers: dict[str, RoundRunner], *, seconds_per_variant: float, m
 
     def run(name: str, rotation: int, warmup: float) -> list[float] | None:
         try:
-            return live[name].request("round", round_seconds, warmup, doing=f"timing round {rotation + 1}")
+            calls = live[name].request("round", round_seconds, warmup, doing=f"timing round {rotation + 1}")
+            live[name].settle()  # its thread pool goes idle before the next variant's round starts
+            return calls
         except Exception as exc:  # a dead or failing worker ends this variant only
             rounds[name].failure = exc
             live.pop(name, None)

@@ -118,6 +118,32 @@ class Worker:
             return payload
         raise WorkerError(status, payload)
 
+    def cpu_seconds(self) -> float | None:
+        """CPU time the worker's threads have used so far (Linux schedstat, nanoseconds), or None if unreadable."""
+        total = 0
+        try:
+            for task in os.listdir(f"/proc/{self.pid}/task"):
+                total += int(Path(f"/proc/{self.pid}/task/{task}/schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        return total / 1e9
+
+    def settle(self, quiet: float = 0.001, window: float = 0.005, limit: float = 0.25) -> float:
+        """Wait until the worker's threads have gone idle after a request (thread pools spin for a while after
+        work: TVM's for about 40 ms, ONNX Runtime's for about 15), so they do not run beside the next round. Returns
+        the seconds waited; gives up after `limit`."""
+        started = time.perf_counter()
+        before = self.cpu_seconds()
+        if before is None:
+            return 0.0
+        while time.perf_counter() - started < limit:
+            time.sleep(window)
+            now = self.cpu_seconds()
+            if now is None or now - before < quiet:
+                break
+            before = now
+        return time.perf_counter() - started
+
     def _died(self, doing: str) -> None:
         try:
             returncode = self._proc.wait(timeout=10)
