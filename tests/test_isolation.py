@@ -114,3 +114,12 @@ def test_a_tvm_worker_never_imports_torch(tmp_path, tiny_onnx):
     proc, report = run_benches(tmp_path, tiny_onnx, "onnxruntime,tvm", "--benchmark-disable")
     rows = {r["backend"]: r for r in report.get("results", [])}
     assert rows["tvm"]["context"]["runtimes_in_process"] == ["tvm"], proc.stdout[-3000:]
+
+
+def test_a_gate_that_compared_nothing_fails(tmp_path, tiny_onnx):
+    """Only variants that cannot run on an ONNX file besides the yardstick: every one 'not checked', so the gate
+    must fail, not pass."""
+    proc, _ = run_benches(tmp_path, tiny_onnx, "onnxruntime,torch,torch-compile", "-rA")
+    line = next((ln for ln in proc.stdout.splitlines() if "the gate compared nothing" in ln), "")
+    assert "FAILED benches/test_ratio_gate.py::test_ratio_gate" in proc.stdout, proc.stdout[-3000:]
+    assert "torch not checked (skipped:" in line and "torch-compile not checked (skipped:" in line, line
