@@ -120,6 +120,6 @@ def test_a_gate_that_compared_nothing_fails(tmp_path, tiny_onnx):
     """Only variants that cannot run on an ONNX file besides the yardstick: every one 'not checked', so the gate
     must fail, not pass."""
     proc, _ = run_benches(tmp_path, tiny_onnx, "onnxruntime,torch,torch-compile", "-rA")
-    line = next((ln for ln in proc.stdout.splitlines() if "the gate compared nothing" in ln), "")
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("E") and "the gate compared nothing" in ln), "")
     assert "FAILED benches/test_ratio_gate.py::test_ratio_gate" in proc.stdout, proc.stdout[-3000:]
     assert "torch not checked (skipped:" in line and "torch-compile not checked (skipped:" in line, line
