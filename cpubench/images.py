@@ -8,18 +8,17 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UsageError
+from .models import IMAGENET_MEAN, IMAGENET_STD
 
 # cpubench/fixtures links to the top-level fixtures/ in a checkout and is package data in a wheel.
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 DEFAULT_IMAGE = FIXTURES / "chelsea.png"
 CLASSES_FILE = FIXTURES / "imagenet_classes.txt"
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 
 
-def load_image(path: Path, size: int | tuple[int, int] = 224, mean: tuple[float, ...] = tuple(IMAGENET_MEAN),
-               std: tuple[float, ...] = tuple(IMAGENET_STD), channels: int = 3) -> np.ndarray:
+def load_image(path: Path, size: int | tuple[int, int] = 224, mean: tuple[float, ...] = IMAGENET_MEAN,
+               std: tuple[float, ...] = IMAGENET_STD, channels: int = 3) -> np.ndarray:
     """Return the photo at `path` as a (1, channels, height, width) float32 array, resized to `size` and normalised
     with `mean` and `std` (ImageNet's by default) on RGB values in [0, 1]."""
     from PIL import Image, UnidentifiedImageError

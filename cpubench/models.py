@@ -19,6 +19,7 @@ from .errors import UsageError
 # Seed of the deterministic initialisation used when no real weights are at hand.
 RESNET18_SEED = 20210430
 SEED = RESNET18_SEED
+# ImageNet's normalisation: the default of every model, and of a photo's preprocessing (images.py).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -103,6 +104,11 @@ def suggest(name: str, candidates: list[str], what: str) -> str:
 def safe_key(text: str) -> str:
     """A folder name for caches and tuning logs: letters, digits, `_`, `.`, `-` only."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "model"
+
+
+def seeded_init_source(checkpoint: str = "CHECKPOINT") -> str:
+    """The weights source of a model initialised from SEED, saying how to give it real weights."""
+    return f"seeded random init (seed {SEED}); pass --weights {checkpoint} for real weights"
 
 
 def state_digest(module: Any) -> str:

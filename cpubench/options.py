@@ -78,8 +78,11 @@ def add_options(parser) -> None:
     group.addoption("--batch-size", type=positive_int, default=1, metavar="N",
                     help="images per inference, for throughput runs; default: 1")
     group.addoption("--weights", type=Path, default=None, metavar="PATH",
-                    help="torchvision ResNet18 checkpoint (e.g. resnet18-5c106cde.pth); default: torchvision's "
-                         "cache if it holds one, else a seeded initialisation")
+                    help="PyTorch checkpoint (state dict) for every torch-defined model of --models (named, "
+                         "torchvision:, timm:; e.g. resnet18-5c106cde.pth), except that efficientnet_lite0 keeps "
+                         "its own ImageNet weights when other models run beside it; default: each model's own "
+                         "(torchvision's cache if it holds them, the weights efficientnet_lite0 ships with), else a "
+                         "seeded initialisation")
     group.addoption("--image", type=Path, default=None, metavar="PATH",
                     help="photo to classify; default: fixtures/chelsea.png")
     group.addoption("--results-dir", type=Path, default=REPO_ROOT / "results", metavar="DIR",

@@ -200,11 +200,11 @@ def record_benchmark(suite: SuiteSession, benchmark, loaded: LoadedBackend, roun
         "onnx_export_seconds": round(suite.export_seconds.get(loaded.model, 0.0), 3),
         **{key: (round(value, 4) if isinstance(value, float) else value) for key, value in loaded.process.items()},
     })
-    for key in ("tvm_target", "tuning_log", "tuning_log_cpu", "tuning_log_transferred", "tuning_log_choice",
-                "tuning_log_label", "tuning_coverage", "openvino_inference_precision", "torch_fp32_matmul",
-                "torch_autocast", "torch_compile"):
-        if key in loaded.info:
-            extra[key] = loaded.info[key]
+    # What the backend read back from its runtime (threads, precision, delegation, tuning log...); the tuning
+    # metadata and the per-function list stay out (large, and in the log's own files).
+    for key, value in loaded.info.items():
+        if key not in ("tuning_metadata", "tuned_functions") and key not in extra:
+            extra[key] = value
     data = list(rounds.values())
     timing = percentile_stats(data, settings.batch_size) if data else None
     if timing:

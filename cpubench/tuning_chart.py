@@ -5,7 +5,7 @@ candidates measured, Σ weight × best latency of every task) and, where present
 measured when tuning ended. Usage:
 
     python -m cpubench.tuning_chart docs/tuning_resnet18.png \
-        tuning_logs/resnet18/rocketlake-2c/metadata.json:warm docs/tuning_resnet18_cold.json:cold
+        docs/tuning_resnet18_warm.json:warm docs/tuning_resnet18_cold.json:cold
 """
 
 from __future__ import annotations

@@ -56,11 +56,14 @@ def set_runtime_threads(threads: int) -> None:
 
 @contextlib.contextmanager
 def clip_as_relax_op() -> Iterator[None]:
-    """While importing, turn ONNX `Clip` with constant bounds (ReLU6 in EfficientNet) into Relax's `clip`.
+    """While importing, turn ONNX `Clip` with constant scalar bounds (ReLU6 in EfficientNet) into Relax's own
+    elementwise ops: `relax.op.maximum` with the lower bound, then `relax.op.minimum` with the upper one (an
+    infinite bound is left out).
 
     TVM's importer emits Clip as two opaque TIR calls (topi maximum/minimum) that layout conversion cannot
     see through: every activation of an NHWC model then gets a transpose on each side, and cannot fuse into
-    the convolution before it. `relax.op.clip` converts and fuses like any elementwise op.
+    the convolution before it. Relax's maximum and minimum convert and fuse like any elementwise op. A Clip
+    whose bounds are not scalar constants keeps the importer's conversion.
     """
     import tvm
     from tvm import relax
@@ -231,6 +234,19 @@ def compile_module(mod: Any, target: Any, out_path: Path, seal: bool = True) -> 
         raise
     if seal:
         seal_entry(out_path)  # only now is the library complete and in place
+
+
+def build_tuned(lowered: Any, target: Any, log_dir: Path, lib_path: Path, seal: bool = True) -> Coverage:
+    """The tuned model as `tvm-tuned` runs it, for the backend and the tuner alike: the log's best schedules
+    applied to `lowered` (from `lower_for_tuning`), weight repacking folded, compiled into `lib_path`.
+
+    Nothing is compiled when a tunable function has no record in the log: a 'tuned' library with untuned
+    functions would not be a tuned number. The returned coverage says which functions those are; the caller
+    decides how to say it. `seal` as in `compile_module`."""
+    applied, coverage = apply_database(lowered, target, open_database(log_dir))
+    if coverage.complete:
+        compile_module(finish_tuned(applied, target), target, lib_path, seal=seal)
+    return coverage
 
 
 def load_vm(lib_path: Path) -> Any:

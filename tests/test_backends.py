@@ -3,7 +3,9 @@ skip with the fix when their package is missing."""
 
 from __future__ import annotations
 
+import re
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +20,10 @@ def run(backend_name: str, onnx_path, precision: str = "fp32"):
     model = tiny_model()
     ctx = LoadContext(model=model, onnx_path=onnx_path, threads=1, tuning_logs=onnx_path.parent,
                       precision=precision)
-    backend = create_backend(backend_name)
+    try:
+        backend = create_backend(backend_name)
+    except BackendUnavailable as exc:  # its package is missing: the message names the fix
+        pytest.skip(str(exc))
     backend.load(ctx)
     x = np.random.default_rng(0).standard_normal(TINY_SHAPE).astype("float32")
     got = backend.to_numpy(backend.forward(backend.prepare_inputs(x)))
@@ -27,23 +32,55 @@ def run(backend_name: str, onnx_path, precision: str = "fp32"):
     return got, expected, ctx.info
 
 
-@pytest.mark.parametrize("name", ["openvino", "torch-compile"])
+@pytest.mark.parametrize("name", ["openvino", "torch-compile", "executorch", "litert"])
 def test_fp32_matches_torch(name, tiny_onnx, tmp_path, monkeypatch):
     monkeypatch.setenv("CPUBENCH_CACHE", str(tmp_path))
     got, expected, info = run(name, tiny_onnx)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
     if name == "openvino":
         assert info["openvino_inference_precision"] == "f32"  # asked for and confirmed, on AMX CPUs too
+    if name == "executorch":
+        assert info["executorch_threads"] == 1  # read back from its thread pool
+        delegated = re.fullmatch(r"XnnpackBackend: (\d+) of (\d+) ops( \(not delegated: .+\))?",
+                                 info["executorch_delegated"])
+        assert delegated, info["executorch_delegated"]
+        assert 0 < int(delegated[1]) <= int(delegated[2])
+    if name == "litert":
+        delegated = re.fullmatch(r"(\d+) of (\d+) ops in (\d+) delegate kernels?", info["litert_delegated"])
+        assert delegated, info["litert_delegated"]
+        assert 0 < int(delegated[1]) <= int(delegated[2]) and int(delegated[3]) >= 1
+        assert "litert_threads" not in info  # the interpreter cannot say: not claimed
+
+
+def test_executorch_delegation_is_kept_beside_the_cached_program(tiny_onnx, tmp_path, monkeypatch):
+    monkeypatch.setenv("CPUBENCH_CACHE", str(tmp_path))
+    _, _, first = run("executorch", tiny_onnx)
+    summary = Path(first["artifact_path"]).with_suffix(".json")
+    assert summary.is_file()
+    from cpubench.backends import executorch_xnnpack
+
+    with monkeypatch.context() as patched:  # from the cache: the program and its summary, nothing lowered
+        patched.setattr(executorch_xnnpack.ExecuTorchXnnpack, "_lower", lambda self, ctx: pytest.fail("lowered"))
+        _, _, cached = run("executorch", tiny_onnx)
+    assert cached["executorch_delegated"] == first["executorch_delegated"]
+    summary.write_text("{}")  # damaged: discarded, and the program lowered again to count
+    _, _, again = run("executorch", tiny_onnx)
+    assert again["executorch_delegated"] == first["executorch_delegated"]
+
+
+# What each backend reads back (or sets) to say it runs bfloat16.
+BF16_FACT = {"openvino": ("openvino_inference_precision", "bf16"), "torch": ("torch_autocast", "cpu bfloat16"),
+             "torch-compile": ("torch_autocast", "cpu bfloat16")}
 
 
 @pytest.mark.skipif(prec.cpu_lacks("bf16") is not None, reason=str(prec.cpu_lacks("bf16")))
-@pytest.mark.parametrize("name", ["openvino", "torch", "torch-compile"])
+@pytest.mark.parametrize("name", list(BF16_FACT))
 def test_bf16_is_bf16_and_close(name, tiny_onnx, tmp_path, monkeypatch):
     monkeypatch.setenv("CPUBENCH_CACHE", str(tmp_path))
     got, expected, info = run(name, tiny_onnx, "bf16")
     assert np.abs(got - expected).max() <= 5e-2 * np.abs(expected).max()
-    assert info.get("openvino_inference_precision", "bf16") == "bf16"
-    assert info.get("torch_autocast", "cpu bfloat16") == "cpu bfloat16"
+    key, value = BF16_FACT[name]
+    assert info[key] == value
 
 
 def test_missing_package_is_a_skip_with_the_fix(monkeypatch):

@@ -36,13 +36,27 @@ def floor_versions() -> dict[str, str]:
 
 
 def pip_target(directory: Path, *requirements: str) -> Path:
-    """Install `requirements` (without dependencies) into `directory`, or skip when PyPI cannot be reached."""
+    """Install `requirements` (without dependencies) into `directory`; skip only when PyPI cannot be reached.
+
+    Unreachable: pip's output shows a connection error and no version list from the index (`from versions:
+    none`, or none at all). Any other failure (a version the index does not have, a conflict) fails with pip's
+    message."""
     result = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target",
                              str(directory), *requirements], capture_output=True, text=True, timeout=300)
-    if result.returncode != 0:
+    if result.returncode == 0:
+        return directory
+    output = f"{result.stdout}\n{result.stderr}".strip()
+    # What pip prints when it cannot reach the index: urllib3's retry warnings and the errors they end in.
+    unreachable_signs = ("Failed to establish a new connection", "Temporary failure in name resolution",
+                         "Name or service not known", "Network is unreachable", "No route to host",
+                         "Connection refused", "NewConnectionError", "ConnectionError", "ProxyError", "timed out",
+                         "ReadTimeoutError")
+    index_answered = re.search(r"\(from versions: (?!none\))", output) is not None
+    if any(sign in output for sign in unreachable_signs) and not index_answered:
         pytest.skip(f"cannot install {' '.join(requirements)} from PyPI here: "
-                    f"{result.stderr.strip().splitlines()[-1:]}; the test needs network access to PyPI")
-    return directory
+                    f"{output.splitlines()[-1:]}; the test needs network access to PyPI")
+    pytest.fail(f"pip could not install {' '.join(requirements)} (exit {result.returncode}):\n"
+                + "\n".join(output.splitlines()[-20:]), pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Protocol
 
 import numpy as np
@@ -66,6 +67,14 @@ class Backend(Protocol):
 
 class BackendUnavailable(Exception):
     """The backend cannot run here; the message says why and how to fix it (shown as a skip)."""
+
+
+def require(module: str, package: str, hint: str) -> ModuleType:
+    """Import a backend's runtime, or say which package is missing and how to install it (a skip with the fix)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise BackendUnavailable(f"{package} is not installed ({exc}); {hint}") from None
 
 
 def torch_module(ctx: LoadContext, backend: str) -> Any:

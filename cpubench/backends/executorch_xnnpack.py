@@ -1,18 +1,61 @@
 """ExecuTorch backend: the module exported with torch.export, lowered to the XNNPACK delegate, run by the
-ExecuTorch runtime. The lowered program (.pte) is cached like the other builds, checked before use."""
+ExecuTorch runtime. The lowered program (.pte) is cached like the other builds, checked before use, with what
+the delegate took of it (counted when it was lowered) beside it."""
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from . import BackendUnavailable, LoadContext, cached_conversion, torch_module
+from ..cache import discard_entry, usable_entry, write_entry
+from . import BackendUnavailable, LoadContext, cached_conversion, require, torch_module
 
 INSTALL_HINT = "run `pip install -e '.[executorch]'` (`make` installs it when it can)"
+DELEGATION_KEYS = ("backends", "delegated_ops", "ops", "subgraphs", "not_delegated")
+
+
+def delegation_summary(graph_module: Any) -> dict[str, Any]:
+    """What the delegates took of a lowered program, as ExecuTorch's devtools count it: operators inside delegated
+    subgraphs, and those left to ExecuTorch's own kernels. The `getitem`s that unpack a delegate's outputs are
+    not operators and are not counted."""
+    from executorch.devtools.backend_debug import get_delegation_info
+    from executorch.exir.lowered_backend_module import get_lowered_backend_modules
+
+    info = get_delegation_info(graph_module)
+    ops = {name: count for name, count in info.delegation_by_operator.items() if name != "getitem"}
+    return {
+        "backends": sorted({module.backend_id for module in get_lowered_backend_modules(graph_module)}),
+        "delegated_ops": sum(count.delegated for count in ops.values()),
+        "ops": sum(count.delegated + count.non_delegated for count in ops.values()),
+        "subgraphs": info.num_delegated_subgraphs,
+        "not_delegated": sorted(name for name, count in ops.items() if count.non_delegated),
+    }
+
+
+def describe_delegation(summary: dict[str, Any]) -> str:
+    """`XnnpackBackend: 47 of 49 ops (not delegated: aten_mean_dim)`."""
+    text = f"{', '.join(summary['backends']) or 'no delegate'}: {summary['delegated_ops']} of {summary['ops']} ops"
+    return text + (f" (not delegated: {', '.join(summary['not_delegated'])})" if summary["not_delegated"] else "")
+
+
+def cached_delegation(path: Path) -> dict[str, Any] | None:
+    """The delegation summary kept beside a cached program, or None when it is missing or damaged."""
+    if not usable_entry(path):
+        return None
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        summary = None
+    if isinstance(summary, dict) and all(key in summary for key in DELEGATION_KEYS):
+        return summary
+    discard_entry(path, "not a delegation summary")
+    return None
 
 
 class ExecuTorchXnnpack:
@@ -20,14 +63,9 @@ class ExecuTorchXnnpack:
     precisions = ("fp32",)  # XNNPACK's CPU kernels here are float32 (and int8 after quantization)
 
     def __init__(self) -> None:
-        try:
-            import executorch
-            from executorch.runtime import Runtime
-        except ImportError as exc:
-            raise BackendUnavailable(f"executorch is not installed ({exc}); {INSTALL_HINT}") from None
-        self._executorch = executorch
-        self._runtime = Runtime
+        self._runtime = require("executorch.runtime", "executorch", INSTALL_HINT).Runtime
         self._method = None
+        self._delegation: dict[str, Any] | None = None  # set by _lower: what this process's lowering delegated
 
     def version(self) -> str:
         from importlib import metadata
@@ -39,6 +77,7 @@ class ExecuTorchXnnpack:
 
         torch_module(ctx, self.name)
         path = cached_conversion(ctx, "executorch", ".pte", {"executorch": self.version()}, lambda: self._lower(ctx))
+        delegation = self._delegation_of(ctx, path)
         portable_lib._unsafe_reset_threadpool(ctx.threads)
         ctx.info["executorch_threads"] = int(portable_lib._threadpool_get_thread_count())
         if ctx.info["executorch_threads"] != ctx.threads:
@@ -46,7 +85,19 @@ class ExecuTorchXnnpack:
                                      f"not the {ctx.threads} asked for")
         self._method = self._runtime.get().load_program(str(path)).load_method("forward")
         ctx.info["artifact_path"] = str(path)
-        ctx.info["executorch_delegate"] = "XnnpackBackend"
+        ctx.info["executorch_delegated"] = describe_delegation(delegation)
+
+    def _delegation_of(self, ctx: LoadContext, program: Path) -> dict[str, Any]:
+        """What the delegate took of the cached program: counted when it was lowered, kept beside it (`.json`)."""
+        summary_path = program.with_suffix(".json")
+        if self._delegation is None:  # the program came from the cache
+            summary = cached_delegation(summary_path)
+            if summary is not None:
+                return summary
+            # A program cached before its summary was kept, or a damaged summary: lower it again to count.
+            write_entry(program, self._lower(ctx))
+        write_entry(summary_path, json.dumps(self._delegation).encode())
+        return self._delegation
 
     def _lower(self, ctx: LoadContext) -> bytes:
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
@@ -55,7 +106,9 @@ class ExecuTorchXnnpack:
         example = (torch.zeros(ctx.model.input_shape),)
         with contextlib.redirect_stdout(io.StringIO()):
             exported = torch.export.export(ctx.model.module.eval(), example)
-            program = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()]).to_executorch()
+            lowered = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
+            self._delegation = delegation_summary(lowered.exported_program().graph_module)
+            program = lowered.to_executorch()
         return bytes(program.buffer)
 
     def prepare_inputs(self, batch: np.ndarray) -> Any:

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from . import BackendUnavailable, LoadContext
+from . import LoadContext, require
 
 
 class OnnxRuntimeCPU:
@@ -14,11 +14,7 @@ class OnnxRuntimeCPU:
     precisions = ("fp32",)  # the CPU execution provider has no bfloat16 convolution kernels
 
     def __init__(self) -> None:
-        try:
-            import onnxruntime
-        except ImportError as exc:
-            raise BackendUnavailable(f"onnxruntime is not installed ({exc}); run `pip install -e .`") from None
-        self._ort = onnxruntime
+        self._ort = require("onnxruntime", "onnxruntime", "run `pip install -e .`")
         self._session = None
         self._input_name = ""
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from . import BackendUnavailable, LoadContext
+from . import BackendUnavailable, LoadContext, require
 
 OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}  # the suite's name -> OpenVINO's element type name
 
@@ -21,12 +21,7 @@ class OpenVinoCPU:
     precisions = ("fp32", "bf16")
 
     def __init__(self) -> None:
-        try:
-            import openvino
-        except ImportError as exc:
-            raise BackendUnavailable(f"openvino is not installed ({exc}); run `pip install -e '.[backends]'` "
-                                     "(`make` installs it)") from None
-        self._ov = openvino
+        self._ov = require("openvino", "openvino", "run `pip install -e '.[backends]'` (`make` installs it)")
         self._request = None
 
     def version(self) -> str:

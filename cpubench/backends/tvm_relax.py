@@ -14,7 +14,7 @@ from .. import tvm_support as tv
 from ..cache import cached_path, content_key, discard_entry, usable_entry, write_entry
 from ..errors import UsageError
 from ..log_finder import NoLog, choose_log
-from . import BackendUnavailable, LoadContext
+from . import BackendUnavailable, LoadContext, require
 
 RETUNE_HINT = "pytest -m tune --models {model}{batch}"
 
@@ -44,12 +44,8 @@ class TvmRelax:
     precisions = ("fp32",)  # the tuning logs and the import are float32
 
     def __init__(self, name: str) -> None:
-        try:
-            import tvm
-        except ImportError as exc:
-            raise BackendUnavailable(f"apache-tvm is not installed ({exc}); run `pip install -e .`") from None
         self.name = name
-        self._tvm = tvm
+        self._tvm = require("tvm", "apache-tvm", "run `pip install -e .`")
         self.tuned = name == "tvm-tuned"
         self._vm = None
         self._log_dir: Path | None = None
@@ -109,15 +105,13 @@ class TvmRelax:
             tv.compile_module(mod, target, lib_path)
             return {}
         log_dir = self._log_dir
-        lowered = tv.lower_for_tuning(mod, target)
-        applied, coverage = tv.apply_database(lowered, target, tv.open_database(log_dir))
+        coverage = tv.build_tuned(tv.lower_for_tuning(mod, target), target, log_dir, lib_path)
         if not coverage.complete:
             raise UsageError(
                 f"tuning log {log_dir} has no record for {len(coverage.missing)} of {len(coverage.tunable)} "
                 f"tunable functions of {ctx.model.name}: {', '.join(coverage.missing)}. A 'tuned' build with "
                 f"untuned functions would not be a tuned number; retune with "
                 f"`{retune_hint(ctx)}`")
-        tv.compile_module(tv.finish_tuned(applied, target), target, lib_path)
         return {"tuning_coverage": coverage.summary(), "tuned_functions": coverage.covered,
                 "tunable_functions": len(coverage.tunable)}
 

@@ -6,7 +6,16 @@ import os
 from pathlib import Path
 
 from ..errors import UsageError
-from ..models import MODELS, RESNET18_SEED, BuiltModel, ModelSpec, apply_weights, state_digest, suggest
+from ..models import (
+    MODELS,
+    RESNET18_SEED,
+    BuiltModel,
+    ModelSpec,
+    apply_weights,
+    seeded_init_source,
+    state_digest,
+    suggest,
+)
 
 
 def check(target: str) -> None:
@@ -41,7 +50,7 @@ def _resnet18(weights: Path | None, size: tuple[int, int]) -> BuiltModel:
     else:
         torch.manual_seed(RESNET18_SEED)
         model = torchvision.models.resnet18(weights=None)
-        source = f"seeded random init (seed {RESNET18_SEED}); pass --weights resnet18-5c106cde.pth for real weights"
+        source = seeded_init_source("resnet18-5c106cde.pth")
     model.eval()
     return BuiltModel("resnet18", model, source, state_digest(model), (1, 3, *size))
 

@@ -6,7 +6,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import UsageError
-from ..models import SEED, BuiltModel, ModelSpec, apply_weights, safe_key, state_digest, suggest
+from ..models import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    SEED,
+    BuiltModel,
+    ModelSpec,
+    apply_weights,
+    safe_key,
+    seeded_init_source,
+    state_digest,
+    suggest,
+)
 
 
 def _timm():
@@ -34,13 +45,13 @@ def build(spec: ModelSpec, weights: Path | None, input_size: tuple[int, int] | N
     cfg = getattr(model, "pretrained_cfg", {}) or {}
     # The evaluation size where timm has one (`test_input_size`), else the training size.
     channels, height, width = cfg.get("test_input_size") or cfg.get("input_size", (3, 224, 224))
-    mean = tuple(cfg.get("mean", (0.485, 0.456, 0.406)))
-    std = tuple(cfg.get("std", (0.229, 0.224, 0.225)))
+    mean = tuple(cfg.get("mean", IMAGENET_MEAN))
+    std = tuple(cfg.get("std", IMAGENET_STD))
     if weights is not None:
         apply_weights(model, Path(weights), f"timm's {spec.target}")
         source = f"checkpoint {Path(weights).name}"
     else:
-        source = f"seeded random init (seed {SEED}); pass --weights CHECKPOINT for real weights"
+        source = seeded_init_source()
     model.eval()
     return BuiltModel(spec.text, model, source, state_digest(model),
                       (1, int(channels), *(input_size or (int(height), int(width)))),

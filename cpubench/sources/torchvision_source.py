@@ -8,7 +8,18 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
-from ..models import SEED, BuiltModel, ModelSpec, apply_weights, safe_key, state_digest, suggest
+from ..models import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    SEED,
+    BuiltModel,
+    ModelSpec,
+    apply_weights,
+    safe_key,
+    seeded_init_source,
+    state_digest,
+    suggest,
+)
 
 
 def classification_models() -> list[str]:
@@ -39,7 +50,7 @@ def build(spec: ModelSpec, weights: Path | None, input_size: tuple[int, int] | N
 
     name = spec.target
     default = _default_weights(name)
-    size, mean, std = (224, 224), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    size, mean, std = (224, 224), IMAGENET_MEAN, IMAGENET_STD
     if default is not None:
         transform = default.transforms()
         crop = getattr(transform, "crop_size", [224])
@@ -54,7 +65,7 @@ def build(spec: ModelSpec, weights: Path | None, input_size: tuple[int, int] | N
         apply_weights(model, path, f"torchvision's {name}")
         source = f"checkpoint {path.name}" if weights is not None else f"torchvision cache {path.name}"
     else:
-        source = f"seeded random init (seed {SEED}); pass --weights CHECKPOINT for real weights"
+        source = seeded_init_source()
     model.eval()
     return BuiltModel(spec.text, model, source, state_digest(model), (1, 3, *(input_size or size)),
                       key=safe_key(f"torchvision-{name}"), mean=mean, std=std)

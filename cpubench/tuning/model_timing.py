@@ -1,0 +1,29 @@
+"""Timing the whole tuned model: compiled from a log exactly as the `tvm-tuned` backend compiles it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .. import tvm_support as tv
+from ..errors import UsageError
+
+
+def measure_model_ms(lowered: Any, target: Any, log_dir: Path, input_shape: tuple[int, ...],
+                     repeat: int = 15) -> float:
+    """Median latency of the whole tuned model, compiled from the log exactly as the `tvm-tuned` backend does."""
+    import numpy as np
+    import tvm
+
+    lib_path = log_dir.parent / f".{log_dir.name}-check.so"
+    try:
+        coverage = tv.build_tuned(lowered, target, log_dir, lib_path, seal=False)  # deleted below
+        if not coverage.complete:
+            raise UsageError(f"tuning log {log_dir} has no record for {', '.join(coverage.missing)}")
+        vm = tv.load_vm(lib_path)
+        data = tvm.runtime.tensor(np.random.default_rng(0).standard_normal(input_shape).astype("float32"))
+        vm["main"](data)
+        timer = vm.time_evaluator("main", tvm.cpu(), number=5, repeat=repeat)
+        return float(np.median(timer(data).results)) * 1e3
+    finally:
+        lib_path.unlink(missing_ok=True)

@@ -1,0 +1,150 @@
+"""One tuning run from start to stored log: search, re-measure, coverage check, whole-model timing, and the
+metadata stored beside the log."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import tvm_support as tv
+from ..errors import UsageError
+from ..log_finder import cpu_profile, describe_profile
+from .adapters import CLEAN_EVALUATOR, SEARCH_EVALUATOR, make_runner
+from .budget import TuneBudget
+from .model_timing import measure_model_ms
+from .progress import ProgressReporter, fmt_duration
+from .remeasure import remeasure
+from .search import extract, search
+from .storage import count_records, replace_log, work_dir_for
+from .warm_start import resume_or_seed, tasks_worth_searching
+
+
+@dataclass
+class TuneOutcome:
+    log_dir: Path
+    metadata: dict[str, Any]
+
+
+def tune_model(
+    *,
+    model_name: str,
+    relax_mod: Any,
+    input_shape: tuple[int, ...],
+    tuning_logs: Path,
+    threads: int,
+    budget: TuneBudget,
+    fresh: bool = False,
+    warm_start: bool = True,
+    warm_start_log: str | None = None,
+    rpc_tracker: tuple[str, int] | None = None,
+    rpc_key: str | None = None,
+    emit: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
+    seed: int | None = None,
+    work_dir: Path | None = None,
+    measure_model: bool = True,
+    reference: Callable[[], tuple[str, float]] | None = None,
+) -> TuneOutcome:
+    """Tune `relax_mod` on this CPU and store the log. Warm start (default): the work folder starts from the
+    nearest compatible stored log (`warm_start_log` names one), re-timed here. `reference`, if given, times the
+    reference backend right after the tuned model, for the ratio stored in the metadata."""
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+
+    started_monotonic = time.monotonic()
+    started = time.time()
+    tv.set_runtime_threads(threads)
+    target = tv.host_target(threads)
+    key = tv.target_key(target, input_shape[0])
+    destination = tuning_logs / model_name / key
+    work_dir = work_dir or work_dir_for(model_name, key)
+    if fresh and work_dir.exists():
+        shutil.rmtree(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+
+    lowered = tv.lower_for_tuning(relax_mod, target)
+    tasks = extract(lowered, target)
+    search_runner = make_runner(rpc_tracker, rpc_key, ms.runner.EvaluatorConfig(**SEARCH_EVALUATOR))
+
+    warm = resume_or_seed(tasks, target, model_name, input_shape, tuning_logs, threads, work_dir, warm_start,
+                          warm_start_log, search_runner, emit)
+    budget = budget.resolved(warm is not None)
+    already = count_records(work_dir) - (warm.seeds if warm else 0)
+    planned = max(0, budget.trials - already)
+    searched = tasks_worth_searching(tasks, warm) if warm else tasks
+    emit(f"[tune {model_name}] target {target} -> {destination}; {len(tasks)} tasks"
+         + (f", warm start from {', '.join(warm.sources)} ({warm.seeds} seeds re-timed here), searching the "
+            f"{len(searched)} where they cost the most time" if warm else ", cold start")
+         + f"; {already} candidates already measured in {work_dir}, {planned} to go")
+
+    reporter = ProgressReporter(model_name, planned, emit, started=started_monotonic)
+    for task in tasks:
+        us = warm.seed_us.get(task.task_name) if warm else None
+        reporter.seed(task.task_name, float(task.weight), us / 1e6 if us is not None else None, len(tasks))
+    reporter.checkpoint()
+    if planned > 0:
+        search(searched, target, work_dir, budget, search_runner, reporter, seed=seed, warm=warm is not None)
+    search_seconds = time.time() - started
+
+    clean_runner = make_runner(rpc_tracker, rpc_key, ms.runner.EvaluatorConfig(**CLEAN_EVALUATOR))
+    clean_db, per_task = remeasure(tasks, target, ms.database.JSONDatabase(work_dir=str(work_dir)),
+                                   budget.remeasure_top_k, clean_runner, emit)
+    staging = destination.with_name(f".{key}.staging-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        clean_db.dump_pruned(ms.database.JSONDatabase(work_dir=str(staging)))
+        _, coverage = tv.apply_database(lowered, target, tv.open_database(staging))
+        if not coverage.complete:
+            raise UsageError(
+                f"tuning {model_name} ended without a valid schedule for {', '.join(coverage.missing)}; "
+                f"the stored log {destination} is unchanged. Raise --tune-trials (or --tune-trials-per-task) "
+                f"and rerun: measurements so far are kept in {work_dir}")
+        local = measure_model and rpc_tracker is None
+        model_ms = measure_model_ms(lowered, target, staging, input_shape) if local else None
+        reference_name, reference_ms = reference() if (reference and local) else (None, None)
+        total_trials = count_records(work_dir) - (warm.seeds if warm else 0)
+        host = cpu_profile()
+        metadata = {
+            "model": model_name,
+            "tvm_version": tvm.__version__,
+            "target": str(target),
+            "cpu": tv.host_cpu(),
+            **(describe_profile(host) if host else {}),
+            "cores": threads,
+            "batch_size": input_shape[0],
+            "trials": total_trials,
+            "trials_this_run": reporter.done,
+            "trials_per_task_max": budget.trials_per_task,
+            "trials_per_minute": round(reporter.rate_per_min, 1) if reporter.done else None,
+            "search_seconds": round(search_seconds),
+            "total_seconds": round(time.time() - started),
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "measured_on": f"rpc {rpc_tracker[0]}:{rpc_tracker[1]} key {rpc_key}" if rpc_tracker else "local",
+            "warm_start_from": warm.source if warm else None,
+            "warm_start": warm.to_json() if warm else None,
+            "searched_tasks": [t.task_name for t in searched],
+            "model_latency_ms": round(model_ms, 3) if model_ms is not None else None,
+            "reference_backend": reference_name,
+            "reference_latency_ms": round(reference_ms, 3) if reference_ms is not None else None,
+            "ratio_to_reference": round(model_ms / reference_ms, 3) if model_ms and reference_ms else None,
+            "coverage": coverage.summary(),
+            "progress": [list(point) for point in reporter.history],
+            "tasks": per_task,
+        }
+        (staging / tv.METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
+        replace_log(staging, destination)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    ms_text = f"{model_ms:.2f} ms" if model_ms is not None else "n/a"
+    ratio_text = (f", {metadata['ratio_to_reference']:.2f}x {reference_name} ({reference_ms:.2f} ms)"
+                  if metadata["ratio_to_reference"] else "")
+    emit(f"[tune {model_name}] stored {destination}: {coverage.summary()}, model latency {ms_text}{ratio_text}, "
+         f"{fmt_duration(time.time() - started)} in all")
+    return TuneOutcome(destination, metadata)
