@@ -166,7 +166,7 @@ def test_gate_passes_and_says_what_it_used_under_the_floor_pytest(plugin_dir, fl
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "passed" in output and "test_ratio_gate[resnet18] SKIPPED" not in output
-    assert re.search(r"gate resnet18 \[[^\]]+\]: resnet18-torch \d+\.\d\dx", output), output
+    assert re.search(r"gate resnet18 \[[^\]]+\]: resnet18-torch \d+\.\d\d× \[\d+\.\d\d, \d+\.\d\d\]", output), output
 
 
 @pytest.mark.parametrize("selection", [
