@@ -7,8 +7,9 @@ import pytest
 
 from .backends import BackendUnavailable
 from .errors import UsageError
+from .machine import summary as machine_summary
 from .options import Settings, add_options
-from .session import LoadedBackend, SuiteSession, machine_summary
+from .session import LoadedBackend, SuiteSession
 from .stats import median_interval, percentile_stats
 from .worker import WorkerDied
 

@@ -68,11 +68,10 @@ def plan_rotations(call_seconds: dict[str, float], seconds_per_variant: float, r
         per_round = max(round_seconds, seconds_per_call)
         return max(min_rounds, math.ceil(seconds_per_variant / per_round))
 
-    total = max([wanted(s) for s in call_seconds.values()] + [min_rounds])
-    total = min(total, max(min_rounds, math.ceil(seconds_per_variant / round_seconds)))
+    total = max(min_rounds, math.ceil(seconds_per_variant / round_seconds))  # what a variant of short calls needs
     plan = {}
     for name, seconds in call_seconds.items():
-        count = total if name in always else min(total, wanted(seconds))
+        count = total if name in always else wanted(seconds)
         plan[name] = sorted({round(i * (total - 1) / max(1, count - 1)) for i in range(count)}) if count > 1 else [0]
     return plan
 

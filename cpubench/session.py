@@ -5,7 +5,7 @@ report. The pytest process builds the torch model and its ONNX export, and never
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from .options import Settings, physical_cores
 from .precision import Variant, cpu_lacks
 from .results import YARDSTICK, BenchRow
 from .schedule import Schedule, interleave
-from .worker import BuildRequest, Worker, WorkerDied, WorkerError, strip_module
+from .worker import BuildRequest, Worker, WorkerDied, WorkerError
 from .yardstick import NAME as GEMM
 
 
@@ -167,7 +167,7 @@ class SuiteSession:
         spec = parse_spec(model_name)
         request = BuildRequest(
             variant=variant_key, backend=variant.backend, precision=variant.precision,
-            module=module, model=strip_module(model),
+            module=module, model=replace(model, module=None),  # a torch module does not cross processes
             model_recipe=None if model.module is None else
             (model_name, self._weights_for(model_name), self.settings.batch_size, self.settings.input_size),
             onnx_path=self.onnx_path(model_name), threads=self.settings.threads,
@@ -282,8 +282,3 @@ class SuiteSession:
         if isinstance(self._gemm, Worker):
             self._gemm.close()
 
-
-def machine_summary() -> dict[str, str]:
-    from .machine import summary
-
-    return summary()

@@ -1,10 +1,6 @@
-"""Statistics of timings: percentiles and throughput for the report, and a plain median for one-off checks."""
+"""Statistics of timings: percentiles and throughput for the report, and bootstrap intervals for medians and ratios."""
 
 from __future__ import annotations
-
-import time
-from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 
@@ -21,20 +17,6 @@ def percentile_stats(data_seconds: list[float], batch_size: int) -> dict[str, fl
         "p99": float(np.percentile(data, 99)),
         "ips": batch_size / median if median > 0 else float("nan"),
     }
-
-
-def median_call_ms(fn: Callable[[Any], Any], arg: Any, min_seconds: float = 2.0, min_calls: int = 20,
-                   warmup: int = 5) -> float:
-    """Median milliseconds of `fn(arg)` over at least `min_calls` calls and `min_seconds` (after a warm-up)."""
-    for _ in range(warmup):
-        fn(arg)
-    samples: list[float] = []
-    deadline = time.perf_counter() + min_seconds
-    while len(samples) < min_calls or time.perf_counter() < deadline:
-        start = time.perf_counter()
-        fn(arg)
-        samples.append(time.perf_counter() - start)
-    return float(np.median(samples)) * 1e3
 
 
 CONFIDENCE = 0.95

@@ -10,6 +10,7 @@ worker runs the backends' own interface (load / prepare_inputs / forward / to_nu
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import signal
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, Pipe
 from pathlib import Path
 from typing import Any
@@ -159,29 +160,21 @@ class Worker:
         raise self.dead
 
     def _kill(self) -> None:
-        with _suppress():
+        with contextlib.suppress(OSError, ValueError, subprocess.SubprocessError):
             self._proc.kill()
-        with _suppress():
+        with contextlib.suppress(OSError, ValueError, subprocess.SubprocessError):
             self._proc.wait(timeout=10)
 
     def close(self) -> None:
         if self._proc.poll() is None and self.dead is None:
-            with _suppress():
+            with contextlib.suppress(OSError, ValueError, subprocess.SubprocessError):
                 self._conn.send(("stop",))
             try:
                 self._proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 self._kill()
-        with _suppress():
+        with contextlib.suppress(OSError, ValueError, subprocess.SubprocessError):
             self._conn.close()
-
-
-class _suppress:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> bool:
-        return exc[0] is not None and issubclass(exc[0], (OSError, ValueError, subprocess.SubprocessError))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -225,12 +218,10 @@ class _Variant:
             if entry not in sys.path:
                 sys.path.append(entry)
         started = time.perf_counter()
-        from .backends import BackendUnavailable, LoadContext
+        from .backends import LoadContext, check_precision
 
         backend = importlib.import_module(request.module).create(request.backend)
-        if request.precision not in backend.precisions:
-            raise BackendUnavailable(f"{request.backend} has no {request.precision} path (it runs "
-                                     f"{', '.join(backend.precisions)}); drop it from --precision or --backends")
+        check_precision(backend, request.precision)
         imported = time.perf_counter()
         factory = None
         if request.model_recipe is not None:
@@ -326,11 +317,6 @@ def serve(conn: Connection) -> None:
                 sys.stdout.flush()
             reply = (status, text)
         conn.send(reply)
-
-
-def strip_module(model: Any) -> Any:
-    """The model description without its torch module, to send to a worker."""
-    return replace(model, module=None)
 
 
 if __name__ == "__main__":

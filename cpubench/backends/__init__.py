@@ -121,7 +121,12 @@ def create_backend(name: str, precision: str = "fp32") -> Backend:
     """The backend, ready to load; BackendUnavailable (with the fix) when it cannot run `precision`."""
     validate_backend_names([name])
     backend = importlib.import_module(backend_module(name)).create(name)
-    if precision not in backend.precisions:
-        raise BackendUnavailable(f"{name} has no {precision} path (it runs {', '.join(backend.precisions)}); "
-                                 "drop it from --precision or --backends")
+    check_precision(backend, precision)
     return backend
+
+
+def check_precision(backend: Backend, precision: str) -> None:
+    """BackendUnavailable, with the fix, when `backend` has no `precision` path."""
+    if precision not in backend.precisions:
+        raise BackendUnavailable(f"{backend.name} has no {precision} path (it runs {', '.join(backend.precisions)}); "
+                                 "drop it from --precision or --backends")
