@@ -49,9 +49,9 @@ gate-update: $(VENV)/.installed  ## store this machine's ratios as the expected 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 
-# The builds README.md#caches names: ONNX exports, TVM libraries, ExecuTorch programs, LiteRT files and Inductor's
+# The builds README.md#caches names: ONNX exports, int8 models, TVM libraries, ExecuTorch programs, LiteRT files and Inductor's
 # cache (cpubench/cache.py: $CPUBENCH_CACHE, else .cache/). Unfinished tuning runs (tuning-work/) are kept: they resume.
 CACHE_DIR ?= $(or $(CPUBENCH_CACHE),.cache)
 
 clean-cache:  ## drop the cached exports and builds; the next run redoes them
-	rm -rf $(addprefix $(CACHE_DIR)/,onnx tvm executorch litert inductor)
+	rm -rf $(addprefix $(CACHE_DIR)/,onnx int8 tvm executorch litert inductor)

@@ -1,15 +1,17 @@
 """Every backend, in every precision that ran, must give the same answer on the photo as the reference: PyTorch
-in float32, the model as written (ONNX Runtime for an onnx: file). Rules and tolerances: cpubench/agreement.py."""
+in float32, the model as written (ONNX Runtime for an onnx: file). int8 must also keep the reference's answer on
+the evaluation set. Rules and tolerances: cpubench/agreement.py."""
 
 from __future__ import annotations
 
 import pytest
 
-from cpubench.agreement import compare_logits, compare_top1, reference_of
+from cpubench.agreement import INT8_MIN_AGREEMENT, INT8_NEAR_TIE, compare_logits, compare_top1, reference_of
 from cpubench.backends import BackendUnavailable
 from cpubench.errors import UsageError
 from cpubench.images import CAT_CLASSES, describe_class
 from cpubench.plugin import VERDICT_MARKER
+from cpubench.precision import Variant
 from cpubench.worker import WorkerDied
 
 # Verdicts run after every benchmark (cpubench/plugin.py); these build what they compare themselves, so their
@@ -26,6 +28,13 @@ def loaded_backends(suite, model_name):
             skipped[backend] = str(exc)
         except UsageError as exc:
             pytest.fail(f"{model_name}-{backend}: {exc}", pytrace=False)
+    if loaded and all(Variant.parse(name).precision != "fp32" for name in loaded):
+        # Only reduced precisions ran: they are judged against the float32 reference all the same (built, not timed).
+        try:
+            reference = suite.evaluation_reference(model_name)
+            loaded = {reference: suite.loaded(model_name, reference), **loaded}
+        except (BackendUnavailable, WorkerDied, UsageError) as exc:
+            skipped["fp32 reference"] = str(exc)
     return loaded, skipped
 
 
@@ -55,4 +64,34 @@ def test_logits_match_reference(suite, model_name):
     if len(loaded) < 2:
         pytest.skip(f"needs two backends for {model_name}; ran: {', '.join(loaded) or 'none'}")
     failures = compare_logits(reference_of(loaded), loaded)
+    assert not failures, f"{model_name}: " + "; ".join(failures)
+
+
+def test_int8_keeps_the_answer(suite, model_name):
+    """Each int8 variant gives float32's top-1 on at least INT8_MIN_AGREEMENT of the evaluation images whose
+    reference answer is not a near-tie (fixtures/evaluation and the default photos, cropped and mirrored)."""
+    int8 = [v for v in suite.settings.variants if Variant.parse(v).precision == "int8"]
+    if not int8:
+        pytest.skip("no int8 variant selected (add int8 to --precision)")
+    loaded, skipped = loaded_backends(suite, model_name)
+    judged, failures = [], []
+    for variant in int8:
+        if variant not in loaded:
+            continue
+        try:
+            rate = suite.int8_agreement(model_name, variant)
+        except (BackendUnavailable, UsageError, WorkerDied) as exc:
+            failures.append(f"{variant}: not judged: {exc}")
+            continue
+        line = (f"{variant} agrees with {rate['reference']} (fp32) on {rate['agree']}/{rate['judged']} evaluation "
+                f"images ({rate['near_ties']} near-ties under {INT8_NEAR_TIE:.0%} of the largest logit set apart)")
+        judged.append(line)
+        if rate["rate"] is None:
+            failures.append(f"{variant}: every evaluation image is a near-tie for {rate['reference']}; nothing judged")
+        elif rate["rate"] < INT8_MIN_AGREEMENT:
+            failures.append(f"{line}: {rate['rate']:.1%} < {INT8_MIN_AGREEMENT:.0%}")
+    suite.verdicts.extend(f"{model_name} int8: {line}" for line in judged)
+    if not judged and not failures:
+        pytest.skip(f"no int8 variant of {model_name} could run: "
+                    + "; ".join(f"{v}: {skipped.get(v, 'not built')}" for v in int8))
     assert not failures, f"{model_name}: " + "; ".join(failures)

@@ -40,7 +40,8 @@ def test_tune(suite, model_name, capsys):
                                  threads=settings.threads, budget=budget, fresh=settings.tune_fresh,
                                  warm_start=not settings.tune_cold, warm_start_log=settings.tuning_log,
                                  rpc_tracker=settings.rpc_tracker, rpc_key=settings.rpc_key,
-                                 emit=lambda line: print(line, flush=True), reference=reference)
+                                 emit=lambda line: print(line, flush=True), reference=reference,
+                                 tune_target=settings.tune_target)
     except UsageError as exc:
         pytest.fail(str(exc), pytrace=False)
     meta = outcome.metadata

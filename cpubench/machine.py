@@ -30,6 +30,9 @@ X86_64_LEVELS: tuple[tuple[str, tuple[tuple[str, ...], ...]], ...] = (
                    ("movbe",), ("xsave",))),
     ("x86-64-v4", (("avx512f",), ("avx512bw",), ("avx512cd",), ("avx512dq",), ("avx512vl",))),
 )
+# LLVM "features" that only steer instruction choice (`slow-3ops-lea`), not instructions a CPU must have.
+LLVM_TUNING_FLAGS = ("slow-", "fast-", "false-deps-", "tuning-", "prefer-", "idiv", "lea-", "sbb-dep-", "branchfusion",
+                     "macrofusion", "pad-short-functions", "allow-light-256-bit", "avoid-", "use-")
 X86_64_ARCHES = frozenset({"x86_64", "amd64", "x86-64"})
 # /proc/cpuinfo flags spelled otherwise by LLVM (only those this suite looks at).
 CPUINFO_TO_LLVM = {"sse4_1": "sse4.1", "sse4_2": "sse4.2", "pni": "sse3", "bmi1": "bmi", "abm": "lzcnt",
@@ -123,6 +126,26 @@ def host_profile() -> CpuProfile:
         return profile
     flags = cpu_flags()
     return CpuProfile(llvm_cpu(), platform.machine(), frozenset(flags | {CPUINFO_TO_LLVM.get(f, f) for f in flags}))
+
+
+def tuning_profile(cpu: str | None) -> CpuProfile:
+    """The CPU a tuning run writes code for: this one, or `cpu` (`--tune-target`: an LLVM CPU name or an ISA level
+    such as `x86-64-v3`), which this machine must be able to run, since the candidates are timed here. Raises
+    ValueError naming the option when it cannot."""
+    host = cpu_profile()
+    assert host is not None
+    if cpu is None or cpu == host.name:
+        return host
+    profile = cpu_profile(cpu)
+    if profile is None:
+        levels = ", ".join(name for name, _ in X86_64_LEVELS) if host.isa_level else "its ISA level"
+        raise ValueError(f"--tune-target {cpu}: LLVM knows no {host.arch} CPU of that name (try {levels}, "
+                         f"or a CPU name such as {host.name})")
+    lacking = sorted(f for f in profile.features - host.features if not f.startswith(LLVM_TUNING_FLAGS))
+    if lacking:
+        raise ValueError(f"--tune-target {cpu}: this machine ({host.name}) cannot run its code, which may use "
+                         f"{', '.join(lacking[:6])}{' ...' if len(lacking) > 6 else ''}; tune it on a CPU that has them")
+    return profile
 
 
 @lru_cache(maxsize=1)

@@ -105,6 +105,10 @@ def add_options(parser) -> None:
     group.addoption("--tune-cold", action="store_true", default=False,
                     help="`-m tune`: search from scratch instead of starting from the nearest stored log; "
                          "default: warm start")
+    group.addoption("--tune-target", default=None, metavar="CPU",
+                    help="`-m tune`: tune code for this LLVM CPU instead of this machine's own, e.g. the ISA levels "
+                         "x86-64-v3 (AVX2, FMA: every AVX2 CPU) or x86-64-v4 (AVX-512); this machine must run its "
+                         "code. The log is stored as <CPU>-<N>c with the machine it was timed on; default: this CPU")
     group.addoption("--rpc-tracker", type=host_port, default=None, metavar="HOST:PORT",
                     help="`-m tune`: measure candidates on devices of this TVM RPC tracker; default: this machine")
     group.addoption("--rpc-key", default=None, metavar="KEY",
@@ -146,6 +150,7 @@ class Settings:
     gate_file: Path
     gate_update: bool
     round_ms: int = 50
+    tune_target: str | None = None
     worker_timeout: int = 900
 
     @property
@@ -183,7 +188,7 @@ class Settings:
             tune_trials_per_task=opt("tune_trials_per_task"), tune_fresh=opt("tune_fresh"), tune_cold=opt("tune_cold"),
             rpc_tracker=opt("rpc_tracker"), rpc_key=opt("rpc_key"),
             gate_file=opt("gate_file"), gate_update=opt("gate_update"),
-            round_ms=opt("round_ms"), worker_timeout=opt("worker_timeout"),
+            round_ms=opt("round_ms"), worker_timeout=opt("worker_timeout"), tune_target=opt("tune_target"),
         )
         if settings.weights is not None and not settings.weights.is_file():
             raise UsageError(f"--weights: no such file: {settings.weights}")

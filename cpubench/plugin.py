@@ -220,6 +220,13 @@ def record_benchmark(suite: SuiteSession, benchmark, loaded: LoadedBackend, roun
         extra["tuning_latency_ms"] = tuned_ms
         if timing:
             extra["median_vs_tuning_pct"] = round((timing["median"] * 1e3 / tuned_ms - 1) * 100, 1)
+    if extra["precision"] == "int8":
+        # What the speed costs: agreement with float32 on the evaluation set, computed in the workers once the
+        # model's timing is over (never beside it).
+        try:
+            extra["int8_agreement"] = suite.int8_agreement(loaded.model, loaded.name)
+        except (UsageError, BackendUnavailable, WorkerDied) as exc:
+            extra["int8_agreement"] = {"error": str(exc)}
     suite.results.append(BenchRow(loaded.model, loaded.name, loaded.top1, timing, dict(extra), dict(rounds)))
 
 

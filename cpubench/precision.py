@@ -4,7 +4,7 @@ A variant is (model, backend, precision). Its key is the backend's name for floa
 ids stay as they are) and `backend-precision` otherwise (`openvino-bf16`): test ids, report rows and the gate's
 ratios all use that key. Float32 is enforced wherever a runtime would pick less on its own (OpenVINO runs bf16 on
 AMX unless told); bf16 runs only where both the CPU and the backend have it, and is skipped with the reason
-elsewhere.
+elsewhere. int8 is static quantization (cpubench/quantize.py); every x86 CPU runs it, faster with VNNI or AMX.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from .machine import cpu_flags
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "int8")
 DEFAULT_PRECISION = "fp32"
 # CPU flags (as /proc/cpuinfo spells them) that execute bfloat16 arithmetic natively.
 BF16_CPU_FLAGS = {"x86_64": ("avx512_bf16", "amx_bf16"), "aarch64": ("bf16",)}

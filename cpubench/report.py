@@ -41,6 +41,16 @@ def _efficiency(row: BenchRow) -> str:
     return f"{c['efficiency'] * 100:.0f}% [{c['efficiency_low'] * 100:.0f}, {c['efficiency_high'] * 100:.0f}]"
 
 
+def _agreement(row: BenchRow) -> str:
+    """`36/36 (100%)`: how many evaluation images the int8 variant answers as float32 does (near-ties set apart)."""
+    rate = row.context.get("int8_agreement")
+    if not rate:
+        return "—"
+    if "error" in rate or rate.get("rate") is None:
+        return "not judged"
+    return f"{rate['agree']}/{rate['judged']} ({rate['rate']:.0%})"
+
+
 def _mib(value: float | None) -> str:
     return "—" if value is None else f"{value:.0f}"
 
@@ -52,11 +62,12 @@ def table_lines(rows: list[BenchRow]) -> list[str]:
     lines: list[str] = []
     for model in dict.fromkeys(r.model for r in rows):
         ordered = sorted((r for r in rows if r.model == model), key=_backend_order)
+        int8 = any(r.precision == "int8" for r in ordered)
         lines += [f"### {model}", "",
                   "| backend | precision | median ms [95% interval] | p90 ms | images/s | rounds "
                   f"| × {YARDSTICK} [95% interval] | % of this CPU's fp32 GEMM rate | speed-up vs {REFERENCE} "
-                  "| top-1 |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+                  "| top-1 |" + (" same top-1 as fp32, evaluation set |" if int8 else ""),
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---|" + ("---:|" if int8 else "")]
         for r in ordered:
             key = (r.model, r.backend)
             ratio = vs_ort.get(key)
@@ -65,7 +76,8 @@ def table_lines(rows: list[BenchRow]) -> list[str]:
                 f"| {_fmt(r.timing['ips'] if r.timing else None, '.1f')} | {r.timing['rounds'] if r.timing else '—'} "
                 f"| {'—' if ratio is None else ratio.bare()} | {_efficiency(r)} "
                 f"| {_fmt(1 / speedup[key].value if key in speedup else None, '.2f')}{'×' if key in speedup else ''} "
-                f"| {describe_class(r.top1, r.context.get('classes', 1000))} |")
+                f"| {describe_class(r.top1, r.context.get('classes', 1000))} |"
+                + (f" {_agreement(r)} |" if int8 else ""))
         lines += ["", "| backend | precision | cold start s | build s | memory after build MiB "
                       "| peak while building MiB | peak while timed MiB | artifact MB |",
                   "|---|---|---:|---:|---:|---:|---:|---:|"]
@@ -101,7 +113,24 @@ def verdict_line(rows: list[BenchRow], model: str) -> str:
     ort = next((r for r in timed if r.backend == YARDSTICK), None)
     if ort is not None and ort is not best and ort not in tied and ort not in rest[:1]:
         line += f", {ratio_of(ort, best)} faster than {YARDSTICK} fp32"
+    if best.precision == "int8":
+        line += f" (int8: {_gives_up(best)})"
+    precisions = list(dict.fromkeys(r.precision for r in timed))
+    if len(precisions) > 1:
+        fastest = [next(r for r in timed if r.precision == p) for p in precisions]
+        line += ". Fastest per precision: " + "; ".join(
+            f"{p} {r.label} {r.ms('median'):.2f} ms" + (f" ({_gives_up(r)})" if p == "int8" else "")
+            for p, r in zip(precisions, fastest))
     return line + "."
+
+
+def _gives_up(row: BenchRow) -> str:
+    """What an int8 row gives up, in words: its agreement with float32 on the evaluation set."""
+    rate = row.context.get("int8_agreement") or {}
+    if rate.get("rate") is None:
+        return "agreement with fp32 not measured"
+    return (f"same top-1 as fp32 on {rate['agree']}/{rate['judged']} evaluation images, "
+            f"{rate['near_ties']} near-ties set apart")
 
 
 def context_lines(rows: list[BenchRow], suite) -> list[str]:

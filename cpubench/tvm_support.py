@@ -30,11 +30,12 @@ def host_cpu() -> str:
     return llvm_cpu()
 
 
-def host_target(threads: int) -> Any:
-    """The LLVM target for this CPU; `num-cores` is what MetaSchedule and the runtime parallelise over."""
+def host_target(threads: int, cpu: str | None = None) -> Any:
+    """The LLVM target for this CPU (or for `cpu`, an LLVM CPU name such as `x86-64-v3`); `num-cores` is what
+    MetaSchedule and the runtime parallelise over."""
     import tvm
 
-    return tvm.target.Target({"kind": "llvm", "mcpu": host_cpu(), "num-cores": int(threads)})
+    return tvm.target.Target({"kind": "llvm", "mcpu": cpu or host_cpu(), "num-cores": int(threads)})
 
 
 def target_key(target: Any, batch_size: int = 1) -> str:

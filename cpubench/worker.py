@@ -45,6 +45,7 @@ class BuildRequest:
     tuning_log_name: str | None
     batch: Any  # np.ndarray: the photo as the model wants it, batched
     block_modules: tuple[str, ...] = ()  # imports this worker refuses (torch, for ONNX-based runtimes)
+    calibration: Any = None  # np.ndarray (N, C, H, W): int8 calibration images, for a backend that quantizes itself
     sys_path: tuple[str, ...] = field(default_factory=lambda: tuple(sys.path))
 
 
@@ -210,6 +211,7 @@ class _Variant:
     def __init__(self) -> None:
         self.backend: Any = None
         self.inputs: Any = None
+        self.inputs_batch = 1
 
     def build(self, request: BuildRequest) -> dict[str, Any]:
         for name in request.block_modules:
@@ -233,7 +235,7 @@ class _Variant:
         ctx = LoadContext(model=request.model, onnx_path=request.onnx_path, threads=request.threads,
                           tuning_logs=request.tuning_logs, tuning_log_exact=request.tuning_log_exact,
                           tuning_log_name=request.tuning_log_name, precision=request.precision,
-                          module_factory=factory)
+                          module_factory=factory, calibration=request.calibration)
         ctx.info["precision"] = request.precision
         backend.load(ctx)
         inputs = backend.prepare_inputs(request.batch)
@@ -241,7 +243,7 @@ class _Variant:
         outputs = backend.forward(inputs)  # the first answer; first-call allocations stay out of every round
         answered = time.perf_counter()
         logits = backend.to_numpy(outputs)
-        self.backend, self.inputs = backend, inputs
+        self.backend, self.inputs, self.inputs_batch = backend, inputs, int(request.batch.shape[0])
         artifact = ctx.info.pop("artifact_path", None)
         memory = memory_kib()
         return {
@@ -274,6 +276,18 @@ class _Variant:
             if t1 - start >= seconds:
                 return times
 
+    def evaluate(self, images: Any) -> Any:
+        """Logits (N, classes) for each of `images` (N, C, H, W), one call each, the image repeated to the batch
+        size the variant was built for; never timed. What int8's agreement rate is measured on."""
+        import numpy as np
+
+        batch = self.inputs_batch
+        rows = []
+        for image in images:
+            inputs = self.backend.prepare_inputs(np.ascontiguousarray(np.repeat(image[np.newaxis], batch, axis=0)))
+            rows.append(self.backend.to_numpy(self.backend.forward(inputs))[0])
+        return np.stack(rows)
+
     @staticmethod
     def timer_overhead(calls: int = 2000) -> float:
         """Seconds the timing loop adds to one sample: the same loop around a call that does nothing."""
@@ -291,6 +305,7 @@ def serve(conn: Connection) -> None:
     handlers = {
         "build": variant.build,
         "round": variant.round,
+        "evaluate": variant.evaluate,
         "ping": lambda: time.perf_counter(),
         "memory": memory_kib,
         "timer_overhead": variant.timer_overhead,

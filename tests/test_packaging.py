@@ -69,10 +69,11 @@ def test_the_wheel_holds_only_the_package(wheel_names):
 
 
 def runtime_data_files() -> list[Path]:
-    """The files cpubench reads from its own location at run time: the default photo and the ImageNet class names."""
-    from cpubench import images
+    """The files cpubench reads from its own location at run time: the default photo, the ImageNet class names and the
+    int8 calibration and evaluation photos."""
+    from cpubench import images, quantize
 
-    return [images.DEFAULT_IMAGE, images.CLASSES_FILE]
+    return [images.DEFAULT_IMAGE, images.CLASSES_FILE, *quantize.CALIBRATION_PHOTOS, *quantize.EVALUATION_PHOTOS]
 
 
 def test_runtime_data_is_in_the_wheel(wheel_names):

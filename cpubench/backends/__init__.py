@@ -39,16 +39,19 @@ class LoadContext:
     threads: int
     tuning_logs: Path
     precision: str = "fp32"  # see precision.py; a backend only gets one it lists in `precisions`
+    # (for int8, `onnx_path` is the quantized QDQ model: cpubench/quantize.py)
     tuning_log_exact: bool = False  # tvm-tuned: only a log tuned on this CPU and core count
     tuning_log_name: str | None = None  # tvm-tuned: this log (a key under tuning_logs/<model>/, or a folder)
     info: dict[str, Any] = field(default_factory=dict)  # backends add context (versions, coverage...) here
     # Builds the torch module where it is needed (a worker gets the model without it); None: an ONNX file.
     module_factory: Callable[[], Any] | None = None
+    calibration: Any = None  # int8 quantized in the worker (torch-compile): the calibration images (N, C, H, W)
 
 
 class Backend(Protocol):
     name: str
     precisions: tuple[str, ...]  # what it can compute in ("fp32" always)
+    # Optional: `precision_notes = {"int8": "why not"}`, said when a precision it lacks is asked for.
 
     def version(self) -> str: ...
 
@@ -128,5 +131,6 @@ def create_backend(name: str, precision: str = "fp32") -> Backend:
 def check_precision(backend: Backend, precision: str) -> None:
     """BackendUnavailable, with the fix, when `backend` has no `precision` path."""
     if precision not in backend.precisions:
-        raise BackendUnavailable(f"{backend.name} has no {precision} path (it runs {', '.join(backend.precisions)}); "
-                                 "drop it from --precision or --backends")
+        why = getattr(backend, "precision_notes", {}).get(precision)
+        raise BackendUnavailable(f"{backend.name} has no {precision} path (it runs {', '.join(backend.precisions)})"
+                                 + (f": {why}" if why else "") + "; drop it from --precision or --backends")

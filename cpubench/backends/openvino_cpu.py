@@ -2,7 +2,9 @@
 
 OpenVINO picks bfloat16 by itself on CPUs with AMX or AVX512-BF16 unless told otherwise, so the precision is
 always set (`INFERENCE_PRECISION_HINT`) and read back from the compiled model: a row says fp32 only if the
-runtime confirms it.
+runtime confirms it. int8 runs the same QDQ model as ONNX Runtime (cpubench/quantize.py), which OpenVINO turns into
+its own int8 kernels; the hint stays f32 for the layers left in float, and how many convolutions and matrix
+products execute in 8-bit is read back from the compiled model's runtime graph.
 """
 
 from __future__ import annotations
@@ -13,12 +15,31 @@ import numpy as np
 
 from . import BackendUnavailable, LoadContext, require
 
-OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}  # the suite's name -> OpenVINO's element type name
+# The suite's name -> the inference precision asked of OpenVINO (int8: the quantized layers are int8 by the model,
+# the rest stays f32, never a silent bf16).
+OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
+HEAVY_LAYERS = ("Convolution", "FullyConnected", "MatMul", "GroupConvolution")
+
+
+def int8_layers(compiled: Any) -> dict[str, Any]:
+    """How many of the compiled model's convolutions and matrix products execute in 8-bit (runtimePrecision)."""
+    from . import BackendUnavailable
+
+    heavy, int8 = 0, 0
+    for op in compiled.get_runtime_model().get_ops():
+        rt = op.get_rt_info()
+        if rt["layerType"].astype(str) in HEAVY_LAYERS:
+            heavy += 1
+            int8 += rt["runtimePrecision"].astype(str) in ("i8", "u8")
+    if int8 == 0:
+        raise BackendUnavailable(f"asked OpenVINO for int8, but none of its {heavy} convolutions/matrix products "
+                                 "executes in 8-bit")
+    return {"int8_compute_ops": f"{int8} of {heavy} convolutions/matrix products in int8"}
 
 
 class OpenVinoCPU:
     name = "openvino"
-    precisions = ("fp32", "bf16")
+    precisions = ("fp32", "bf16", "int8")
 
     def __init__(self) -> None:
         self._ov = require("openvino", "openvino", "run `pip install -e '.[backends]'` (`make` installs it)")
@@ -42,6 +63,8 @@ class OpenVinoCPU:
         actual = compiled.get_property(hints.inference_precision).get_type_name()
         if actual != wanted:
             raise BackendUnavailable(f"asked OpenVINO for {wanted}, its compiled model reports {actual}")
+        if ctx.precision == "int8":
+            ctx.info.update(int8_layers(compiled))
         self._request = compiled.create_infer_request()
         ctx.info["artifact_path"] = str(ctx.onnx_path)  # what it loads: the ONNX file
         ctx.info.update({"openvino_inference_precision": actual,

@@ -14,6 +14,8 @@ from . import LoadContext, torch_module
 class TorchEager:
     name = "torch"
     precisions = ("fp32", "bf16")
+    precision_notes = {"int8": "PyTorch's static int8 for x86 is PT2E quantization lowered by Inductor, i.e. the "
+                               "torch-compile backend; eager mode has no maintained int8 convolution path"}
 
     def __init__(self) -> None:
         self._module: torch.nn.Module | None = None

@@ -42,6 +42,8 @@ def cached_build_info(lib_path: Path, info_path: Path) -> dict[str, Any] | None:
 
 class TvmRelax:
     precisions = ("fp32",)  # the tuning logs and the import are float32
+    precision_notes = {"int8": "TVM 0.27's ONNX importer turns QuantizeLinear/DequantizeLinear back into float32 "
+                               "arithmetic, so a quantized model would run in float32, not int8"}
 
     def __init__(self, name: str) -> None:
         self.name = name

@@ -16,6 +16,7 @@ from typing import Any
 from .. import tvm_support as tv
 from ..errors import UsageError
 from ..log_finder import cpu_profile, describe_profile
+from ..machine import cpu_model_name, tuning_profile
 from .adapters import CLEAN_EVALUATOR, SEARCH_EVALUATOR, make_runner
 from .budget import TuneBudget
 from .model_timing import measure_model_ms
@@ -50,17 +51,25 @@ def tune_model(
     work_dir: Path | None = None,
     measure_model: bool = True,
     reference: Callable[[], tuple[str, float]] | None = None,
+    tune_target: str | None = None,
 ) -> TuneOutcome:
     """Tune `relax_mod` on this CPU and store the log. Warm start (default): the work folder starts from the
     nearest compatible stored log (`warm_start_log` names one), re-timed here. `reference`, if given, times the
-    reference backend right after the tuned model, for the ratio stored in the metadata."""
+    reference backend right after the tuned model, for the ratio stored in the metadata. `tune_target` (an LLVM CPU
+    name or ISA level such as `x86-64-v3`) tunes code for that CPU instead of this one, still timed here: the log
+    is stored under its name, with this machine in `timed_on`."""
     import tvm
     from tvm.s_tir import meta_schedule as ms
 
     started_monotonic = time.monotonic()
     started = time.time()
     tv.set_runtime_threads(threads)
-    target = tv.host_target(threads)
+    host = cpu_profile()
+    try:
+        profile = tuning_profile(tune_target)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    target = tv.host_target(threads, profile.name)
     key = tv.target_key(target, input_shape[0])
     destination = tuning_logs / model_name / key
     work_dir = work_dir or work_dir_for(model_name, key)
@@ -73,7 +82,7 @@ def tune_model(
     search_runner = make_runner(rpc_tracker, rpc_key, ms.runner.EvaluatorConfig(**SEARCH_EVALUATOR))
 
     warm = resume_or_seed(tasks, target, model_name, input_shape, tuning_logs, threads, work_dir, warm_start,
-                          warm_start_log, search_runner, emit)
+                          warm_start_log, search_runner, emit, profile)
     budget = budget.resolved(warm is not None)
     already = count_records(work_dir) - (warm.seeds if warm else 0)
     planned = max(0, budget.trials - already)
@@ -110,13 +119,14 @@ def tune_model(
         model_ms = measure_model_ms(lowered, target, staging, input_shape) if local else None
         reference_name, reference_ms = reference() if (reference and local) else (None, None)
         total_trials = count_records(work_dir) - (warm.seeds if warm else 0)
-        host = cpu_profile()
         metadata = {
             "model": model_name,
             "tvm_version": tvm.__version__,
             "target": str(target),
-            "cpu": tv.host_cpu(),
-            **(describe_profile(host) if host else {}),
+            "cpu": profile.name,
+            **describe_profile(profile),
+            "timed_on": {"cpu": host.name if host else tv.host_cpu(), "cpu_model": cpu_model_name(),
+                         **({"vector_isa": host.vector_isa, "isa_level": host.isa_level} if host else {})},
             "cores": threads,
             "batch_size": input_shape[0],
             "trials": total_trials,

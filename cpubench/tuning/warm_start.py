@@ -15,6 +15,7 @@ from typing import Any
 from .. import tvm_support as tv
 from ..errors import UsageError
 from ..log_finder import seed_logs
+from ..machine import CpuProfile
 from .remeasure import remeasure
 from .storage import count_records
 
@@ -101,8 +102,9 @@ def tasks_worth_searching(tasks: list[Any], warm: WarmStart, share: float = WARM
 
 def resume_or_seed(tasks: list[Any], target: Any, model_name: str, input_shape: tuple[int, ...],
                    tuning_logs: Path, threads: int, work_dir: Path, warm_start: bool, warm_start_log: str | None,
-                   runner: Any, emit: Callable[[str], None]) -> WarmStart | None:
-    """A resumed run keeps how it started; a new one is seeded from the nearest compatible log, if any."""
+                   runner: Any, emit: Callable[[str], None], profile: CpuProfile | None = None) -> WarmStart | None:
+    """A resumed run keeps how it started; a new one is seeded from the logs nearest to `profile` (the CPU the code
+    is tuned for; default this one), if any."""
     marker = work_dir / WARM_START_FILE
     if count_records(work_dir) > 0:
         if marker.is_file():
@@ -113,9 +115,10 @@ def resume_or_seed(tasks: list[Any], target: Any, model_name: str, input_shape: 
         return None
     if not warm_start:
         return None
-    choices = seed_logs(tuning_logs, model_name, threads, input_shape[0], named=warm_start_log)
+    choices = seed_logs(tuning_logs, model_name, threads, input_shape[0], named=warm_start_log, host=profile)
     if not choices:
-        emit(f"[tune {model_name}] cold start: no stored log of {model_name} fits this CPU")
+        emit(f"[tune {model_name}] cold start: no stored log of {model_name} fits "
+             f"{profile.name if profile else 'this CPU'}")
         return None
     emit(f"[tune {model_name}] warm start from {', '.join(c.log.key for c in choices)} (nearest: "
          f"{choices[0].why}): re-timing their records here")

@@ -1,0 +1,147 @@
+"""int8: the photo sets, the cached quantized model, the integer kernels each backend must prove it runs, what
+"agree" means, the gate's bound and the verdict's words, on the tiny model."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import numpy as np
+import pytest
+import torch
+from tiny import TINY_SHAPE, tiny_model
+
+from cpubench import gate
+from cpubench.agreement import INT8_NEAR_TIE, agreement_rate
+from cpubench.backends import BackendUnavailable, LoadContext, create_backend
+from cpubench.quantize import (
+    CALIBRATION_PHOTOS,
+    CALIBRATION_VIEWS,
+    EVALUATION_PHOTOS,
+    EVALUATION_VIEWS,
+    calibration_set,
+    evaluation_set,
+    quantize_onnx,
+)
+from cpubench.report import verdict_line
+from cpubench.results import BenchRow
+
+
+def digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_calibration_and_evaluation_photos_are_real_disjoint_and_deterministic():
+    assert len(CALIBRATION_PHOTOS) >= 4 and len(EVALUATION_PHOTOS) >= 4
+    assert not {p.stem for p in CALIBRATION_PHOTOS} & {p.stem for p in EVALUATION_PHOTOS}
+    assert not {digest(p) for p in CALIBRATION_PHOTOS} & {digest(p) for p in EVALUATION_PHOTOS}
+    model = tiny_model()
+    calibration, evaluation = calibration_set(model), evaluation_set(model)
+    assert calibration.shape == (len(CALIBRATION_PHOTOS) * CALIBRATION_VIEWS, *TINY_SHAPE[1:])
+    assert evaluation.shape == (len(EVALUATION_PHOTOS) * EVALUATION_VIEWS, *TINY_SHAPE[1:])
+    assert calibration.dtype == evaluation.dtype == np.float32
+    np.testing.assert_array_equal(evaluation, evaluation_set(model))  # deterministic
+    views = evaluation[:EVALUATION_VIEWS].reshape(EVALUATION_VIEWS, -1)
+    assert len({v.tobytes() for v in views}) == EVALUATION_VIEWS  # every crop and mirror is another image
+
+
+def test_quantized_model_is_cached_checked_and_rebuilt(tiny_onnx, tmp_path, monkeypatch):
+    monkeypatch.setenv("CPUBENCH_CACHE", str(tmp_path))
+    model = tiny_model()
+    calibration = calibration_set(model)
+    first = quantize_onnx(model, tiny_onnx, calibration)
+    assert not first.info["quantized_from_cache"] and first.info["quantize_seconds"] > 0
+    assert first.info["quantization_format"] == "QDQ" and first.info["quantization_reduce_range"] is False
+    assert first.info["calibration_images"] == len(calibration)
+    again = quantize_onnx(model, tiny_onnx, calibration)
+    assert again.path == first.path and again.info["quantized_from_cache"]
+    assert again.info["quantize_seconds"] == first.info["quantize_seconds"]  # recorded when it was made
+    intact = first.path.read_bytes()
+    first.path.write_bytes(intact[: len(intact) // 2])  # damaged between two runs: made again, never used
+    rebuilt = quantize_onnx(model, tiny_onnx, calibration)
+    assert not rebuilt.info["quantized_from_cache"] and rebuilt.path.read_bytes() == intact
+    other = quantize_onnx(model, tiny_onnx, calibration[:4])  # other calibration images: another model
+    assert other.path != first.path
+
+
+def run_int8(name, tiny_onnx, tmp_path, monkeypatch, onnx_path=None):
+    monkeypatch.setenv("CPUBENCH_CACHE", str(tmp_path))
+    model = tiny_model()
+    calibration = calibration_set(model)
+    path = onnx_path or quantize_onnx(model, tiny_onnx, calibration).path
+    ctx = LoadContext(model=model, onnx_path=path, threads=1, tuning_logs=tmp_path, precision="int8",
+                      calibration=calibration)
+    try:
+        backend = create_backend(name, "int8")
+    except BackendUnavailable as exc:  # its package is missing: the message names the fix
+        pytest.skip(str(exc))
+    backend.load(ctx)
+    x = evaluation_set(model)[:1]
+    got = backend.to_numpy(backend.forward(backend.prepare_inputs(x)))
+    with torch.inference_mode():
+        expected = model.module(torch.from_numpy(x)).numpy()
+    return got, expected, ctx.info
+
+
+@pytest.mark.parametrize("name", ["onnxruntime", "openvino", "torch-compile"])
+def test_int8_runs_integer_kernels_and_stays_close(name, tiny_onnx, tmp_path, monkeypatch):
+    got, expected, info = run_int8(name, tiny_onnx, tmp_path, monkeypatch)
+    kernels = re.match(r"(\d+) of (\d+) convolution", info["int8_compute_ops"])
+    assert kernels and int(kernels[1]) >= 1, info["int8_compute_ops"]  # read back from the runtime
+    assert np.abs(got - expected).max() <= 0.3 * np.abs(expected).max()
+
+
+@pytest.mark.parametrize("name", ["onnxruntime", "openvino"])
+def test_a_float_model_is_not_reported_as_int8(name, tiny_onnx, tmp_path, monkeypatch):
+    with pytest.raises(BackendUnavailable, match="int8"):
+        run_int8(name, tiny_onnx, tmp_path, monkeypatch, onnx_path=tiny_onnx)
+
+
+def test_backends_without_int8_say_why():
+    with pytest.raises(BackendUnavailable, match="QuantizeLinear/DequantizeLinear back into float32"):
+        create_backend("tvm", "int8")
+    with pytest.raises(BackendUnavailable, match="torch-compile"):
+        create_backend("torch", "int8")
+
+
+def test_agreement_rate_sets_near_ties_apart():
+    reference = np.array([[10.0, 1.0, 0.0],     # clear: class 0
+                          [10.0, 9.9, 0.0],     # near-tie (margin 1% of the largest logit)
+                          [0.0, 5.0, 1.0],      # clear: class 1
+                          [3.0, 0.0, 1.0]])     # clear: class 0
+    candidate = np.array([[9.0, 2.0, 0.0], [9.0, 10.0, 0.0], [0.0, 5.0, 1.0], [0.0, 3.0, 1.0]])
+    rate = agreement_rate(reference, candidate, "int8")
+    assert (rate["images"], rate["judged"], rate["near_ties"], rate["agree"]) == (4, 3, 1, 2)
+    assert rate["rate"] == pytest.approx(2 / 3) and rate["agree_incl_near_ties"] == 2
+    assert INT8_NEAR_TIE * 10 > 0.1  # the second row's margin (0.1) is under the near-tie margin
+    assert agreement_rate(reference[1:2], candidate[1:2], "int8")["rate"] is None  # nothing judged, not 100%
+    with pytest.raises(ValueError):
+        agreement_rate(reference, candidate[:, :2], "int8")
+
+
+def test_gate_holds_int8_to_beating_fp32_onnxruntime_unless_stored():
+    bands = gate.expectations_for({}, "new-2t-b1", "resnet18", ("openvino-int8", "openvino"))
+    assert bands.ratios["openvino-int8"] == {"expected": gate.INT8_BOUND, "max": gate.INT8_BOUND}
+    assert "int8 faster than onnxruntime fp32" in bands.source
+    stored = {"machines": {"mine-2t-b1": {"ratios": {"resnet18": {"openvino-int8": {"expected": 0.2, "max": 0.32}}}},
+                           "other-2t-b1": {"ratios": {"resnet18": {"onnxruntime-int8": {"expected": 0.4,
+                                                                                         "max": 0.64}}}}}}
+    own = gate.expectations_for(stored, "mine-2t-b1", "resnet18", ("openvino-int8", "onnxruntime-int8"))
+    assert own.ratios["openvino-int8"]["max"] == 0.32  # this machine's own ratio
+    assert own.ratios["onnxruntime-int8"]["max"] == gate.INT8_BOUND  # another machine's int8 does not carry over
+
+
+def row(variant: str, precision: str, ms: float, agreement: dict | None = None) -> BenchRow:
+    context = {"precision": precision, **({"int8_agreement": agreement} if agreement else {})}
+    return BenchRow("m", variant, 1, {"median": ms / 1e3, "rounds": 10}, context)
+
+
+def test_verdict_names_the_fastest_per_precision_and_what_int8_gives_up():
+    agreement = {"agree": 35, "judged": 36, "near_ties": 12, "rate": 35 / 36, "images": 48}
+    rows = [row("onnxruntime", "fp32", 10.0), row("openvino-bf16", "bf16", 3.0),
+            row("openvino-int8", "int8", 1.5, agreement), row("onnxruntime-int8", "int8", 4.0, agreement)]
+    line = verdict_line(rows, "m")
+    assert "fastest is openvino-int8 in int8" in line
+    assert "same top-1 as fp32 on 35/36 evaluation images" in line
+    assert "Fastest per precision: int8 openvino-int8 1.50 ms" in line
+    assert "bf16 openvino-bf16 3.00 ms" in line and "fp32 onnxruntime 10.00 ms" in line
