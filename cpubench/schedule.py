@@ -30,6 +30,30 @@ class RoundRunner(Protocol):
     def settle(self) -> float: ...
 
 
+class ProcessRotation:
+    """Several worker processes of one variant, timed as one: each round goes to the next process in turn, so the
+    variant's rounds pool what each process happens to get (memory placement, thread affinity, allocator state),
+    which differs by several percent from one process to the next. pyperf spreads over processes for the same
+    reason. Other requests go to the first process."""
+
+    def __init__(self, workers: list[RoundRunner]) -> None:
+        if not workers:
+            raise ValueError("ProcessRotation needs at least one worker")
+        self.workers = list(workers)
+        self._next = 0
+        self._last: RoundRunner = self.workers[0]
+
+    def request(self, kind: str, *args: Any, timeout: float | None = None, doing: str = "") -> Any:
+        if kind != "round":
+            return self.workers[0].request(kind, *args, timeout=timeout, doing=doing)
+        self._last = self.workers[self._next % len(self.workers)]
+        self._next += 1
+        return self._last.request(kind, *args, timeout=timeout, doing=doing)
+
+    def settle(self) -> float:
+        return self._last.settle()
+
+
 @dataclass
 class VariantRounds:
     """One variant's rounds: per rotation index, the seconds of each timed call in that round."""

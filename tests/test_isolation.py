@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from cpubench.results import BenchRow, ratio_of
-from cpubench.schedule import VariantRounds, paired_ratios, plan_rotations
+from cpubench.schedule import ProcessRotation, VariantRounds, interleave, paired_ratios, plan_rotations
 from cpubench.stats import median_interval
 from cpubench.worker import describe_exit
 
@@ -36,6 +36,39 @@ def test_ratios_pair_rounds_of_the_same_rotation():
     ratio = ratio_of(row_a, row_b)
     assert ratio.value == 2.0 and ratio.low == ratio.high == 2.0 and ratio.pairs == 4
     # The ratio of the two medians would have said 4.0.
+
+
+class FakeWorker:
+    """Answers a round with one call of its own speed; counts what it was asked."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.rounds, self.settled, self.other = seconds, 0, 0, []
+
+    def request(self, kind, *args, timeout=None, doing=""):
+        if kind == "round":
+            self.rounds += 1
+            return [self.seconds]
+        self.other.append(kind)
+        return kind
+
+    def settle(self) -> float:
+        self.settled += 1
+        return 0.0
+
+
+def test_the_yardstick_rounds_go_to_its_processes_in_turn():
+    # One process 10% slower than the others: pooled, the yardstick's median is the common one, and no single
+    # process's luck decides every ratio.
+    processes = [FakeWorker(1.0), FakeWorker(1.1), FakeWorker(1.0)]
+    rotation = ProcessRotation(processes)
+    schedule = interleave({"onnxruntime": rotation, "torch": FakeWorker(2.0)}, seconds_per_variant=0.9,
+                          min_rounds=9, round_seconds=0.1, always=("onnxruntime",), seed=0)
+    counts = [p.rounds for p in processes]
+    assert sum(counts) == 1 + schedule.rotations and max(counts) - min(counts) <= 1  # calibration round included
+    assert all(p.settled == p.rounds for p in processes)  # the process that ran the round is the one waited for
+    values = schedule.rounds["onnxruntime"].values
+    assert sorted(set(values)) == [1.0, 1.1] and sorted(values)[len(values) // 2] == 1.0
+    assert rotation.request("memory") == "memory" and processes[0].other == ["memory"]  # the rest: the first one
 
 
 def test_median_interval_brackets_the_median_and_narrows_with_tighter_data():

@@ -79,6 +79,28 @@ def test_llvm_agrees_with_the_isa_levels():
     assert machine.cpu_profile().isa_level is not None
 
 
+def test_tune_target_must_be_code_this_machine_runs():
+    """`--tune-target`: an ISA level at or below this CPU's is taken (instruction-choice flags such as
+    `slow-3ops-lea` are not instructions); one above it, another vendor's extensions or an unknown name is refused
+    naming the option."""
+    pytest.importorskip("tvm")
+    host = machine.cpu_profile()
+    if host.arch != "x86_64":
+        pytest.skip("x86-64 levels only exist on x86-64")
+    assert machine.tuning_profile(None) == host and machine.tuning_profile(host.name) == host
+    level = host.isa_level
+    assert machine.tuning_profile(level).name == level
+    assert machine.tuning_profile("x86-64-v2").vector_isa == "sse4"
+    with pytest.raises(ValueError, match="--tune-target no-such-cpu: LLVM knows no"):
+        machine.tuning_profile("no-such-cpu")
+    if level != "x86-64-v4":
+        with pytest.raises(ValueError, match="--tune-target x86-64-v4: this machine .* cannot run its code"):
+            machine.tuning_profile("x86-64-v4")
+    foreign = "znver3" if "sse4a" not in host.features else "sapphirerapids"
+    with pytest.raises(ValueError, match=f"--tune-target {foreign}: this machine"):
+        machine.tuning_profile(foreign)
+
+
 def test_llvm_cpu_falls_back_to_the_architecture_without_tvm(monkeypatch, fresh_caches):
     monkeypatch.setitem(sys.modules, "tvm", None)  # `import tvm` now raises ImportError
     monkeypatch.setitem(sys.modules, "tvm.target", None)
