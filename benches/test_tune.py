@@ -6,14 +6,11 @@ for ResNet18 on 2 cores); `--tune-cold` searches from scratch (about 45 minutes)
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from cpubench import tvm_support as tv
 from cpubench.errors import UsageError
 from cpubench.tuning import DEFAULT_TRIALS_PER_TASK, TuneBudget, tune_model
-
-REFERENCE_BACKEND = "onnxruntime"
 
 
 @pytest.mark.tune
@@ -22,14 +19,6 @@ def test_tune(suite, model_name, capsys):
     budget = TuneBudget(trials=settings.tune_trials,
                         trials_per_task=settings.tune_trials_per_task or DEFAULT_TRIALS_PER_TASK)
     model = suite.model(model_name)
-
-    def reference() -> tuple[str, float]:
-        # Timed right after the tuned model, in its own worker process: the ratio stored with the log.
-        schedule = suite.retime(model_name, [REFERENCE_BACKEND], seconds_per_variant=2.0)
-        rounds = schedule.rounds[REFERENCE_BACKEND]
-        if rounds.failure is not None:
-            raise rounds.failure
-        return REFERENCE_BACKEND, float(np.median(rounds.values)) * 1e3
 
     try:
         with capsys.disabled():  # progress lines are for the person waiting, show them live
@@ -40,8 +29,9 @@ def test_tune(suite, model_name, capsys):
                                  threads=settings.threads, budget=budget, fresh=settings.tune_fresh,
                                  warm_start=not settings.tune_cold, warm_start_log=settings.tuning_log,
                                  rpc_tracker=settings.rpc_tracker, rpc_key=settings.rpc_key,
-                                 emit=lambda line: print(line, flush=True), reference=reference,
-                                 tune_target=settings.tune_target)
+                                 emit=lambda line: print(line, flush=True), tune_target=settings.tune_target,
+                                 # the tuned model and ONNX Runtime, each in its own worker, interleaved
+                                 measure=lambda log_dir: suite.time_tuned_log(model_name, log_dir))
     except UsageError as exc:
         pytest.fail(str(exc), pytrace=False)
     meta = outcome.metadata

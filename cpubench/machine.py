@@ -144,7 +144,8 @@ def tuning_profile(cpu: str | None) -> CpuProfile:
     lacking = sorted(f for f in profile.features - host.features if not f.startswith(LLVM_TUNING_FLAGS))
     if lacking:
         raise ValueError(f"--tune-target {cpu}: this machine ({host.name}) cannot run its code, which may use "
-                         f"{', '.join(lacking[:6])}{' ...' if len(lacking) > 6 else ''}; tune it on a CPU that has them")
+                         f"{', '.join(lacking[:6])}{' ...' if len(lacking) > 6 else ''}; "
+                         "tune it on a CPU that has them")
     return profile
 
 

@@ -65,7 +65,8 @@ def views(path: Path, size: tuple[int, int], mean: tuple[float, ...], std: tuple
         view = rgb.crop(box).resize((size[1], size[0]), Image.Resampling.BILINEAR)
         if mirrored:
             view = view.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        array = (np.asarray(view, dtype=np.float32) / 255.0 - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+        array = np.asarray(view, dtype=np.float32) / 255.0
+        array = (array - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
         if channels == 1:
             array = array.mean(axis=2, keepdims=True)
         out.append(np.ascontiguousarray(array.transpose(2, 0, 1), dtype=np.float32))

@@ -120,7 +120,7 @@ def verdict_line(rows: list[BenchRow], model: str) -> str:
         fastest = [next(r for r in timed if r.precision == p) for p in precisions]
         line += ". Fastest per precision: " + "; ".join(
             f"{p} {r.label} {r.ms('median'):.2f} ms" + (f" ({_gives_up(r)})" if p == "int8" else "")
-            for p, r in zip(precisions, fastest))
+            for p, r in zip(precisions, fastest, strict=True))
     return line + "."
 
 

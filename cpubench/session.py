@@ -235,9 +235,11 @@ class SuiteSession:
                              built["load_seconds"], info, process)
 
     def _start_worker(self, model_name: str, variant_key: str, variant: Variant,
-                      module: str, copy: int = 0) -> tuple[Worker, dict[str, Any]]:
+                      module: str, copy: int = 0, tuning_log: str | None = None,
+                      label: str = "") -> tuple[Worker, dict[str, Any]]:
         """A fresh worker process that has built `variant` of the model, and what it said about the build. `copy` >
-        0 is another process of the same variant (the yardstick's, see `timing_runner`)."""
+        0 is another process of the same variant (the yardstick's, see `timing_runner`); `tuning_log` overrides
+        --tuning-log (a log folder the tuner has just made), `label` names such a one-off worker."""
         model = self.model(model_name)
         spec = parse_spec(model_name)
         request = BuildRequest(
@@ -248,13 +250,13 @@ class SuiteSession:
             onnx_path=self.quantized(model_name).path if variant.precision == "int8" and variant.backend in TORCH_FREE
             else self.onnx_path(model_name), threads=self.settings.threads,
             tuning_logs=self.settings.tuning_logs, tuning_log_exact=self.settings.tuning_log_exact,
-            tuning_log_name=self.settings.tuning_log,
+            tuning_log_name=tuning_log or self.settings.tuning_log,
             batch=make_batch(self.image_for(model_name), self.settings.batch_size),
             block_modules=("torch",) if variant.backend in TORCH_FREE or variant.backend == GEMM else (),
             calibration=self._calibration(model_name) if variant.precision == "int8" and variant.backend not in
             TORCH_FREE else None)
         threads = str(self.settings.threads)
-        suffix = f"-p{copy + 1}" if copy else ""
+        suffix = f"-p{copy + 1}" if copy else (f"-{label}" if label else "")
         worker = Worker(f"{spec.test_id}-{variant_key}{suffix}", self.reproduce_command(model_name, variant),
                         self.settings.results_dir / "workers" / f"{model.disk_key}-{variant_key}{suffix}.log",
                         env={"OMP_NUM_THREADS": threads, "TVM_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1"},
@@ -295,6 +297,32 @@ class SuiteSession:
             loaded.process["timing_processes"] = len(workers)
             loaded.process["timing_worker_pids"] = [w.pid for w in workers]
         return self._rotations[key]
+
+    def time_tuned_log(self, model: str, log_dir: Path, seconds: float = 2.0) -> dict[str, Any]:
+        """Time the tuned model compiled from `log_dir` (tvm-tuned in a worker of its own) and the yardstick in
+        interleaved rounds, as a benchmark run would: the tuner's final number and its ratio, never timed in the
+        tuning process. Built, timed, closed."""
+        from .schedule import paired_ratios
+        from .stats import median_interval
+
+        variant = Variant("tvm-tuned")
+        worker, _ = self._start_worker(model, variant.key, variant, backend_module(variant.backend),
+                                       tuning_log=str(log_dir), label="just-tuned")
+        try:
+            yardstick = self.timing_runner(model, YARDSTICK)
+            schedule = interleave({variant.key: worker, YARDSTICK: yardstick}, seconds_per_variant=seconds,
+                                  min_rounds=10, round_seconds=self.settings.round_ms / 1e3, always=(YARDSTICK,))
+        finally:
+            worker.close()
+        tuned, reference = schedule.rounds[variant.key], schedule.rounds[YARDSTICK]
+        for rounds in (tuned, reference):
+            if rounds.failure is not None:
+                raise UsageError(f"timing the tuned model: {rounds.failure}")
+        ratio, low, high = median_interval(paired_ratios(tuned, reference))
+        return {"model_ms": float(np.median(tuned.values)) * 1e3, "reference_backend": YARDSTICK,
+                "reference_ms": float(np.median(reference.values)) * 1e3, "ratio": ratio, "ratio_low": low,
+                "ratio_high": high, "timed": f"tvm-tuned and {YARDSTICK} in worker processes of their own, "
+                                          f"{schedule.rotations} interleaved rotations"}
 
     def gemm_worker(self, model_name: str) -> Worker | None:
         """The worker timing this CPU's float32 GEMM rate beside the models (one for the session)."""

@@ -52,12 +52,15 @@ def tune_model(
     measure_model: bool = True,
     reference: Callable[[], tuple[str, float]] | None = None,
     tune_target: str | None = None,
+    measure: Callable[[Path], dict[str, Any]] | None = None,
 ) -> TuneOutcome:
     """Tune `relax_mod` on this CPU and store the log. Warm start (default): the work folder starts from the
     nearest compatible stored log (`warm_start_log` names one), re-timed here. `reference`, if given, times the
     reference backend right after the tuned model, for the ratio stored in the metadata. `tune_target` (an LLVM CPU
     name or ISA level such as `x86-64-v3`) tunes code for that CPU instead of this one, still timed here: the log
-    is stored under its name, with this machine in `timed_on`."""
+    is stored under its name, with this machine in `timed_on`. `measure`, if given, times the finished log as a
+    benchmark run would (`SuiteSession.time_tuned_log`: tuned model and reference in worker processes of their own,
+    interleaved) in place of timing it in this process and calling `reference`."""
     import tvm
     from tvm.s_tir import meta_schedule as ms
 
@@ -116,8 +119,19 @@ def tune_model(
                 f"the stored log {destination} is unchanged. Raise --tune-trials (or --tune-trials-per-task) "
                 f"and rerun: measurements so far are kept in {work_dir}")
         local = measure_model and rpc_tracker is None
-        model_ms = measure_model_ms(lowered, target, staging, input_shape) if local else None
-        reference_name, reference_ms = reference() if (reference and local) else (None, None)
+        # What the finished log is, for whoever reads it before the final metadata is written (a worker that
+        # compiles it finds its CPU and features here).
+        (staging / tv.METADATA_FILE).write_text(json.dumps(
+            {"model": model_name, "cpu": profile.name, **describe_profile(profile), "cores": threads,
+             "batch_size": input_shape[0]}) + "\n", encoding="utf-8")
+        timing: dict[str, Any] = {}
+        if local and measure is not None:
+            timing = measure(staging)
+            model_ms, reference_name, reference_ms = timing["model_ms"], timing["reference_backend"], \
+                timing["reference_ms"]
+        else:
+            model_ms = measure_model_ms(lowered, target, staging, input_shape) if local else None
+            reference_name, reference_ms = reference() if (reference and local) else (None, None)
         total_trials = count_records(work_dir) - (warm.seeds if warm else 0)
         metadata = {
             "model": model_name,
@@ -143,7 +157,12 @@ def tune_model(
             "model_latency_ms": round(model_ms, 3) if model_ms is not None else None,
             "reference_backend": reference_name,
             "reference_latency_ms": round(reference_ms, 3) if reference_ms is not None else None,
-            "ratio_to_reference": round(model_ms / reference_ms, 3) if model_ms and reference_ms else None,
+            "ratio_to_reference": round(timing["ratio"], 3) if timing else
+            round(model_ms / reference_ms, 3) if model_ms and reference_ms else None,
+            **({"ratio_interval": [round(timing["ratio_low"], 3), round(timing["ratio_high"], 3)],
+                "model_timed": timing["timed"]} if timing else
+               {"model_timed": "in the tuning process (time_evaluator), the reference after it" if model_ms
+                else None}),
             "coverage": coverage.summary(),
             "progress": [list(point) for point in reporter.history],
             "tasks": per_task,

@@ -1,4 +1,5 @@
-"""Re-measuring finalists: each task's best candidates timed again, one at a time, with nothing compiling."""
+"""Re-measuring finalists: each task's best candidates timed again, one at a time, with nothing compiling: all of
+them built first, in one call, then all timed, in one call."""
 
 from __future__ import annotations
 
@@ -22,30 +23,38 @@ def remeasure(tasks: list[Any], target: Any, source_db: Any, top_k: int, runner:
 
     clean_db = ms.database.MemoryDatabase()
     builder = make_builder(60)
-    per_task: list[dict[str, Any]] = []
+    # Every task's finalists in one build and one run: each builder or runner call starts its own worker processes
+    # (each imports TVM, seconds apart), so a call per task made a warm start spend minutes on start-ups alone.
+    finalists: list[tuple[Any, Any, list[Any]]] = []  # (task, its workload in clean_db, its top records)
+    candidates = []
     for task in tasks:
         mod = task.dispatched[0]
-        workload = source_db.commit_workload(mod)
-        records = source_db.get_top_k(workload, top_k)
+        records = source_db.get_top_k(source_db.commit_workload(mod), top_k)
+        finalists.append((task, clean_db.commit_workload(mod), records))
+        candidates += [(task, r, r.as_measure_candidate()) for r in records]
+    built = builder.build([ms.builder.BuilderInput(c.sch.mod, target) for _, _, c in candidates]) if candidates else []
+    inputs, kept = [], []
+    for (task, record, cand), result in zip(candidates, built, strict=True):
+        if result.error_msg is not None:
+            emit(f"[{label}] {task.task_name}: build failed: {result.error_msg.strip().splitlines()[-1]}")
+            continue
+        inputs.append(ms.runner.RunnerInput(result.artifact_path, "cpu", cand.args_info))
+        kept.append((task, record))
+    results = [f.result() for f in runner.run(inputs)] if inputs else []
+    for result in built:
+        if result.artifact_path:
+            shutil.rmtree(os.path.dirname(result.artifact_path), ignore_errors=True)
+    timed: dict[str, list[tuple[Any, Any]]] = {}
+    for (task, record), result in zip(kept, results, strict=True):
+        timed.setdefault(task.task_name, []).append((record, result))
+    per_task: list[dict[str, Any]] = []
+    for task, clean_workload, records in finalists:
         if not records:
             per_task.append({"task": task.task_name, "weight": int(task.weight), "best_us": None})
             continue
-        candidates = [r.as_measure_candidate() for r in records]
-        built = builder.build([ms.builder.BuilderInput(c.sch.mod, target) for c in candidates])
-        inputs, kept = [], []
-        for record, cand, result in zip(records, candidates, built, strict=False):
-            if result.error_msg is not None:
-                emit(f"[{label}] {task.task_name}: build failed: {result.error_msg.strip().splitlines()[-1]}")
-                continue
-            inputs.append(ms.runner.RunnerInput(result.artifact_path, "cpu", cand.args_info))
-            kept.append(record)
-        results = [f.result() for f in runner.run(inputs)] if inputs else []
-        for result in built:
-            if result.artifact_path:
-                shutil.rmtree(os.path.dirname(result.artifact_path), ignore_errors=True)
-        clean_workload = clean_db.commit_workload(mod)
         best = math.inf
-        for record, result in zip(kept, results, strict=False):
+        runs = timed.get(task.task_name, [])
+        for record, result in runs:
             if result.error_msg is not None or not result.run_secs:
                 emit(f"[{label}] {task.task_name}: run failed: {(result.error_msg or '').strip().splitlines()[-1:]}")
                 continue
@@ -56,6 +65,6 @@ def remeasure(tasks: list[Any], target: Any, source_db: Any, top_k: int, runner:
                 record.args_info))
         per_task.append({"task": task.task_name, "weight": int(task.weight),
                          "best_us": round(best * 1e6, 1) if math.isfinite(best) else None})
-        emit(f"[{label}] {task.task_name}: {len(kept)} finalists, best "
-             f"{best * 1e6:.1f} us" if math.isfinite(best) else f"[remeasure] {task.task_name}: no valid finalist")
+        emit(f"[{label}] {task.task_name}: {len(runs)} finalists, best {best * 1e6:.1f} us" if math.isfinite(best)
+             else f"[{label}] {task.task_name}: no valid finalist")
     return clean_db, per_task
