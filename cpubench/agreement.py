@@ -65,7 +65,7 @@ def compare_top1(reference_name: str, loaded: dict[str, Any]) -> tuple[list[str]
             disagree.append(f"{name} returns {backend.classes} classes, {reference_name} {classes}")
             continue
         allowed = tolerance(precision_of(backend)) * scale
-        if margin < allowed:
+        if margin < near_tie_margin(precision_of(backend)) * scale:
             ties.append(name)
             worst = float(np.abs(backend.logits - reference.logits).max())
             if worst > allowed:
