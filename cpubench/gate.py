@@ -10,7 +10,8 @@
 Expectations live in benches/ratios.json per machine (CPU name, threads, batch size); `pytest benches/
 --gate-update` stores the current run's. A machine with no entry of its own is held to portable bounds from
 stored machines with the same threads and batch size (bf16 bands only from machines with the same kind of bf16
-hardware), else default bounds; int8 variants with no ratio stored for this machine must beat ONNX Runtime fp32.
+hardware), else default bounds. int8 with no ratio stored for this machine: ONNX Runtime's must beat its float32,
+the others are held to their backend's float32 band.
 """
 
 from __future__ import annotations
@@ -46,9 +47,10 @@ IMPLAUSIBLE_FP32_EFFICIENCY = 1.5
 DEFAULT_BOUNDS = {"tvm-tuned": 3.0, "torch": 8.0, "torch-compile": 8.0, "openvino": 8.0, "executorch": 8.0,
                   "litert": 8.0,
                   "tvm": 1000.0}
-# int8 on a machine with no int8 ratio of its own: faster than ONNX Runtime in float32, or it is not running integer
-# kernels. Measured 0.13-0.7x on an AMX Xeon and an AVX2-only Zen 3 (ONNX Runtime and OpenVINO, both models).
-# Other machines' int8 ratios do not carry over: they hang on VNNI and AMX far more than float32 does.
+# ONNX Runtime's int8 on a machine with no int8 ratio of its own: faster than its own float32, or it is not running
+# integer kernels (measured 0.32-0.55x on an AMX Xeon). Other backends' int8 is held to their float32 band: their
+# int8 need not beat ONNX Runtime's float32 (torch-compile-int8 on EfficientNet-Lite0: 1.5x), only not be slower
+# than their own float32 may be. Other machines' int8 ratios do not carry over: they hang on VNNI and AMX.
 INT8_BOUND = 1.0
 
 
@@ -150,7 +152,7 @@ def expectations_for(data: dict[str, Any], key: str, model: str, variants: tuple
         base = Variant.parse(variant).backend
         if variant in own:
             bands[variant], where = own[variant], "own"
-        elif Variant.parse(variant).precision == "int8":
+        elif Variant.parse(variant).precision == "int8" and base == YARDSTICK:
             bands[variant], where = {"expected": INT8_BOUND, "max": INT8_BOUND}, "int8 bound"
         elif variant in portable:
             bands[variant], where = portable[variant], "portable"
@@ -182,7 +184,7 @@ def expectations_for(data: dict[str, Any], key: str, model: str, variants: tuple
         parts.append(f"their backend's fp32 bound (no stored machine has {bf16_kind} bf16 hardware): "
                      f"{', '.join(origin['fp32 bound'])}")
     if origin["int8 bound"]:
-        parts.append(f"int8 faster than {YARDSTICK} fp32 (≤ {INT8_BOUND:g}x, no int8 ratio stored for {key}): "
+        parts.append(f"faster than {YARDSTICK} fp32 (≤ {INT8_BOUND:g}x, no int8 ratio stored for {key}): "
                      f"{', '.join(origin['int8 bound'])}")
     if origin["default"]:
         parts.append("default bounds: " + ", ".join(f"{v} <= {bands[v]['max']:g}x" for v in origin["default"]))

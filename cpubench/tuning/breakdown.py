@@ -8,7 +8,8 @@ the VM's own dispatch. The kernels are then compared with the tuner's stand-alon
 the difference is what a kernel loses inside the model (cold caches, the previous kernel's output in another
 layout), which isolated timings never see.
 
-`python -m cpubench.tuning.breakdown MODEL [LOG]` prints the table; docs/tuning_breakdown_<model>.json keeps it.
+`python -m cpubench.tuning.breakdown MODEL [LOG [CPU]]` prints the table and writes it as JSON to
+results/breakdown-<model>-<log>.json; CPU compiles for another LLVM CPU this machine runs (`x86-64-v3`).
 """
 
 from __future__ import annotations
@@ -77,13 +78,14 @@ def breakdown(lowered: Any, target: Any, log_dir: Path, input_shape: tuple[int, 
     rows = []
     for symbol, values in per_call.items():
         per_run = calls_per_run.get(symbol, 1)
+        task = symbol.removesuffix("_prepacked")  # SplitLayoutRewritePreproc renames the kernels it repacks for
         in_model_us = sum(values) / repeat * 1e6  # all calls of this function in one run
-        kind = ("tuned kernel" if symbol in tuned else
+        kind = ("tuned kernel" if task in tuned else
                 "VM builtin" if symbol.startswith(("vm.", "relax.", "ndarray", "runtime.")) else "untuned kernel")
-        alone = tuner_us.get(symbol)
+        alone = tuner_us.get(task)
         rows.append({"function": symbol, "kind": kind, "calls": per_run,
                      "in_model_us": round(in_model_us, 1),
-                     "tuner_us": round(alone * weights.get(symbol, per_run), 1) if alone is not None else None})
+                     "tuner_us": round(alone * weights.get(task, per_run), 1) if alone is not None else None})
     rows.sort(key=lambda r: -r["in_model_us"])
     by_kind: dict[str, float] = defaultdict(float)
     for row in rows:
@@ -91,7 +93,7 @@ def breakdown(lowered: Any, target: Any, log_dir: Path, input_shape: tuple[int, 
     tuned_rows = [r for r in rows if r["kind"] == "tuned kernel" and r["tuner_us"] is not None]
     estimate_ms = sum(r["tuner_us"] for r in tuned_rows) / 1e3
     calls_ms = sum(by_kind.values())
-    instrumented_ms = _median(instrumented) * 1e3
+    instrumented_ms = sum(instrumented) / len(instrumented) * 1e3  # a mean, like the per-call sums
     return {
         "log": log_dir.name, "target": str(target), "model_ms": round(model_ms, 3),
         "tuner_estimate_ms": round(estimate_ms, 3),
@@ -122,9 +124,12 @@ def main(argv: list[str]) -> int:
         log_dir = logs / argv[1]
     threads = int(read_metadata(log_dir).get("cores") or 2)
     tv.set_runtime_threads(threads)
-    target = tv.host_target(threads)
+    target = tv.host_target(threads, argv[2] if len(argv) > 2 else None)
     lowered = tv.lower_for_tuning(tv.import_onnx(export_onnx(model), model.input_shape, model.input_name), target)
     result = breakdown(lowered, target, log_dir, model.input_shape)
+    out = Path(__file__).resolve().parents[2] / "results" / f"breakdown-{model.disk_key}-{log_dir.name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(json.dumps({k: v for k, v in result.items() if k != "functions"}, indent=2))
     for row in result["functions"][:25]:
         print(f"{row['function']:<40} {row['kind']:<15} x{row['calls']:<3} {row['in_model_us']:>9.1f} us in model"
