@@ -23,6 +23,8 @@ from cpubench.quantize import (
     evaluation_set,
     quantize_onnx,
 )
+from cpubench.models import BuiltModel
+from cpubench.onnx_export import export_onnx
 from cpubench.report import verdict_line
 from cpubench.results import BenchRow
 
@@ -64,11 +66,29 @@ def test_quantized_model_is_cached_checked_and_rebuilt(tiny_onnx, tmp_path, monk
     assert other.path != first.path
 
 
+class TwoConvs(torch.nn.Module):
+    """The tiny model with a second convolution: the first stays float32 in PT2E int8 (on the raw image)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.conv = torch.nn.Conv2d(8, 16, 3, padding=1)
+        self.fc = torch.nn.Linear(16, 10)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(torch.relu(self.stem(x)))).mean(dim=(2, 3)))
+
+
+def two_convs() -> BuiltModel:
+    torch.manual_seed(0)
+    return BuiltModel("twoconvs", TwoConvs().eval(), "seeded", "twoconvs-seed0", TINY_SHAPE)
+
+
 def run_int8(name, tiny_onnx, tmp_path, monkeypatch, onnx_path=None):
     monkeypatch.setenv("CPUBENCH_CACHE", str(tmp_path))
-    model = tiny_model()
+    model = two_convs()
     calibration = calibration_set(model)
-    path = onnx_path or quantize_onnx(model, tiny_onnx, calibration).path
+    path = onnx_path or quantize_onnx(model, export_onnx(model), calibration).path
     ctx = LoadContext(model=model, onnx_path=path, threads=1, tuning_logs=tmp_path, precision="int8",
                       calibration=calibration)
     try:
@@ -83,10 +103,10 @@ def run_int8(name, tiny_onnx, tmp_path, monkeypatch, onnx_path=None):
     return got, expected, ctx.info
 
 
-@pytest.mark.parametrize("name", ["onnxruntime", "openvino", "torch-compile"])
+@pytest.mark.parametrize("name", ["onnxruntime", "openvino", "torch-compile", "executorch"])
 def test_int8_runs_integer_kernels_and_stays_close(name, tiny_onnx, tmp_path, monkeypatch):
     got, expected, info = run_int8(name, tiny_onnx, tmp_path, monkeypatch)
-    kernels = re.match(r"(\d+) of (\d+) convolution", info["int8_compute_ops"])
+    kernels = re.match(r"(\d+) (of \d+ convolution|quantize/dequantize operators delegated)", info["int8_compute_ops"])
     assert kernels and int(kernels[1]) >= 1, info["int8_compute_ops"]  # read back from the runtime
     assert np.abs(got - expected).max() <= 0.3 * np.abs(expected).max()
 

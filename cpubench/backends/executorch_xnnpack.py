@@ -1,10 +1,16 @@
 """ExecuTorch backend: the module exported with torch.export, lowered to the XNNPACK delegate, run by the
 ExecuTorch runtime. The lowered program (.pte) is cached like the other builds, checked before use, with what
-the delegate took of it (counted when it was lowered) beside it."""
+the delegate took of it (counted when it was lowered) beside it.
+
+int8 is ExecuTorch's own XNNPACK path: PT2E static quantization with its XNNPACKQuantizer (symmetric int8,
+per-channel weights) calibrated on the calibration set, the first convolution kept in float32 as in torch-compile's
+int8 (see torch_compile.first_convolution), then lowered to XNNPACK, whose int8 kernels take the quantized
+patterns. How many quantize/dequantize operators the delegate took is counted when it is lowered."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 from pathlib import Path
@@ -35,6 +41,7 @@ def delegation_summary(graph_module: Any) -> dict[str, Any]:
         "ops": sum(count.delegated + count.non_delegated for count in ops.values()),
         "subgraphs": info.num_delegated_subgraphs,
         "not_delegated": sorted(name for name, count in ops.items() if count.non_delegated),
+        "delegated_quant_ops": sum(count.delegated for name, count in ops.items() if "quantize" in name),
     }
 
 
@@ -60,9 +67,7 @@ def cached_delegation(path: Path) -> dict[str, Any] | None:
 
 class ExecuTorchXnnpack:
     name = "executorch"
-    precisions = ("fp32",)
-    precision_notes = {"int8": "XNNPACK's int8 path (PT2E quantization with XNNPACKQuantizer before lowering) is not "
-                               "wired into this suite yet: onnxruntime-int8 and openvino-int8 run it"}
+    precisions = ("fp32", "int8")
 
     def __init__(self) -> None:
         self._runtime = require("executorch.runtime", "executorch", INSTALL_HINT).Runtime
@@ -78,7 +83,13 @@ class ExecuTorchXnnpack:
         from executorch.extension.pybindings import portable_lib
 
         torch_module(ctx, self.name)
-        path = cached_conversion(ctx, "executorch", ".pte", {"executorch": self.version()}, lambda: self._lower(ctx))
+        versions = {"executorch": self.version()}
+        if ctx.precision == "int8":
+            if ctx.calibration is None:
+                raise BackendUnavailable("int8 needs the calibration set, and none was given")
+            versions.update(precision="int8", calibration=hashlib.sha256(
+                np.ascontiguousarray(ctx.calibration, dtype=np.float32).tobytes()).hexdigest()[:16])
+        path = cached_conversion(ctx, "executorch", ".pte", versions, lambda: self._lower(ctx))
         delegation = self._delegation_of(ctx, path)
         portable_lib._unsafe_reset_threadpool(ctx.threads)
         ctx.info["executorch_threads"] = int(portable_lib._threadpool_get_thread_count())
@@ -88,6 +99,13 @@ class ExecuTorchXnnpack:
         self._method = self._runtime.get().load_program(str(path)).load_method("forward")
         ctx.info["artifact_path"] = str(path)
         ctx.info["executorch_delegated"] = describe_delegation(delegation)
+        if ctx.precision == "int8":
+            quantized = delegation.get("delegated_quant_ops", 0)
+            if not quantized:
+                raise BackendUnavailable("asked ExecuTorch for int8, but XNNPACK took no quantized operator")
+            ctx.info["int8_compute_ops"] = (f"{quantized} quantize/dequantize operators delegated to XNNPACK "
+                                            f"(its int8 kernels); {delegation['delegated_ops']} of {delegation['ops']}"
+                                            " ops delegated")
 
     def _delegation_of(self, ctx: LoadContext, program: Path) -> dict[str, Any]:
         """What the delegate took of the cached program: counted when it was lowered, kept beside it (`.json`)."""
@@ -106,12 +124,46 @@ class ExecuTorchXnnpack:
         from executorch.exir import to_edge_transform_and_lower
 
         example = (torch.zeros(ctx.model.input_shape),)
+        module = ctx.model.module.eval()
+        if ctx.precision == "int8":
+            module = self._quantized(ctx, module, example)
         with contextlib.redirect_stdout(io.StringIO()):
-            exported = torch.export.export(ctx.model.module.eval(), example)
+            exported = torch.export.export(module, example)
             lowered = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
             self._delegation = delegation_summary(lowered.exported_program().graph_module)
             program = lowered.to_executorch()
         return bytes(program.buffer)
+
+    @staticmethod
+    def _quantized(ctx: LoadContext, module: torch.nn.Module, example: tuple) -> torch.nn.Module:
+        import time
+
+        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+            XNNPACKQuantizer,
+            get_symmetric_quantization_config,
+        )
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+        from .torch_compile import first_convolution
+
+        started = time.perf_counter()
+        quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+        stem = first_convolution(module)
+        if stem is not None:  # XNNPACKQuantizer takes no `None` config per module: a filter leaves the stem out
+            quantizer.set_filter_function(lambda node: not any(
+                path.removeprefix("L['self'].") == stem for path, _ in node.meta.get("nn_module_stack", {}).values()))
+        batch = ctx.model.input_shape[0]
+        with torch.no_grad():
+            prepared = prepare_pt2e(torch.export.export(module, example, strict=True).module(), quantizer)
+            for image in ctx.calibration:
+                prepared(torch.from_numpy(np.repeat(image[np.newaxis], batch, axis=0)))
+            converted = convert_pt2e(prepared)
+        ctx.info.update({"quantizer": "ExecuTorch XNNPACKQuantizer (PT2E, static, symmetric int8, per-channel "
+                                      "weights)",
+                         "quantization_float_layers": f"{stem} (the first convolution)" if stem else "none",
+                         "calibration_images": len(ctx.calibration),
+                         "quantize_seconds": round(time.perf_counter() - started, 2)})
+        return converted
 
     def prepare_inputs(self, batch: np.ndarray) -> Any:
         return [torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))]

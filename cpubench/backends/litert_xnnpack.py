@@ -46,7 +46,8 @@ class LiteRtXnnpack:
     name = "litert"
     precisions = ("fp32",)  # the converted model is float32
     precision_notes = {"int8": "LiteRT's int8 needs litert-torch's PT2E quantizer before conversion, not wired into "
-                               "this suite yet: onnxruntime-int8 and openvino-int8 run it"}
+                               "this suite yet: onnxruntime-int8, openvino-int8, torch-compile-int8 and "
+                               "executorch-int8 run it"}
 
     def __init__(self) -> None:
         self._interpreter_class = require("ai_edge_litert.interpreter", "ai-edge-litert", INSTALL_HINT).Interpreter
