@@ -1,5 +1,5 @@
 """int8: the photo sets, the cached quantized model, the integer kernels each backend must prove it runs, what
-"agree" means, the gate's bound and the verdict's words, on the tiny model."""
+"agree" means, the gate's bound and the verdict's words, on tiny models."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from tiny import TINY_SHAPE, tiny_model
 from cpubench import gate
 from cpubench.agreement import INT8_NEAR_TIE, agreement_rate
 from cpubench.backends import BackendUnavailable, LoadContext, create_backend
+from cpubench.models import BuiltModel
+from cpubench.onnx_export import export_onnx
 from cpubench.quantize import (
     CALIBRATION_PHOTOS,
     CALIBRATION_VIEWS,
@@ -23,8 +25,6 @@ from cpubench.quantize import (
     evaluation_set,
     quantize_onnx,
 )
-from cpubench.models import BuiltModel
-from cpubench.onnx_export import export_onnx
 from cpubench.report import verdict_line
 from cpubench.results import BenchRow
 
