@@ -31,7 +31,7 @@ def loaded_backends(suite, model_name):
     if loaded and all(Variant.parse(name).precision != "fp32" for name in loaded):
         # Only reduced precisions ran: they are judged against the float32 reference all the same (built, not timed).
         try:
-            reference = suite.evaluation_reference(model_name)
+            reference = suite.int8.reference(model_name)
             loaded = {reference: suite.loaded(model_name, reference), **loaded}
         except (BackendUnavailable, WorkerDied, UsageError) as exc:
             skipped["fp32 reference"] = str(exc)
@@ -79,7 +79,7 @@ def test_int8_keeps_the_answer(suite, model_name):
         if variant not in loaded:
             continue
         try:
-            rate = suite.int8_agreement(model_name, variant)
+            rate = suite.int8.agreement(model_name, variant)
         except (BackendUnavailable, UsageError, WorkerDied) as exc:
             failures.append(f"{variant}: not judged: {exc}")
             continue

@@ -224,7 +224,7 @@ def record_benchmark(suite: SuiteSession, benchmark, loaded: LoadedBackend, roun
         # What the speed costs: agreement with float32 on the evaluation set, computed in the workers once the
         # model's timing is over (never beside it).
         try:
-            extra["int8_agreement"] = suite.int8_agreement(loaded.model, loaded.name)
+            extra["int8_agreement"] = suite.int8.agreement(loaded.model, loaded.name)
         except (UsageError, BackendUnavailable, WorkerDied) as exc:
             extra["int8_agreement"] = {"error": str(exc)}
     suite.results.append(BenchRow(loaded.model, loaded.name, loaded.top1, timing, dict(extra), dict(rounds)))

@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 
 from .backends import BACKENDS, TORCH_FREE, BackendUnavailable, backend_module
-from .errors import UsageError
+from .errors import UsageError, remembered
 from .images import DEFAULT_IMAGE, load_image, make_batch
+from .int8_session import Int8Session
 from .models import BuiltModel, build_model, parse_spec
 from .options import Settings, physical_cores
 from .precision import Variant, cpu_lacks
@@ -64,8 +65,7 @@ class SuiteSession:
         self._gemm: Worker | BaseException | None = None
         self._flops: dict[str, int | None] = {}
         self._rotations: dict[tuple[str, str], ProcessRotation] = {}  # the yardstick's processes, per model
-        self._quantized: dict[str, Any] = {}  # model -> quantize.QuantizedModel (int8's QDQ file)
-        self._evaluations: dict[tuple[str, str], np.ndarray | BaseException] = {}  # logits on the evaluation set
+        self.int8 = Int8Session(self)  # quantized models and answers on the evaluation set
         self.boundary: dict[str, dict[str, float]] = {}  # model -> what the process boundary costs (see measure)
         self.results: list[BenchRow] = []
         self.verdicts: list[str] = []  # what each verdict checked and against what, for the report
@@ -104,82 +104,10 @@ class SuiteSession:
             self.export_seconds[name] = time.perf_counter() - started
         return self._onnx[name]
 
-    def quantized(self, name: str) -> Any:
-        """The model's int8 QDQ file (quantize.QuantizedModel), made once per session from its ONNX export and the
-        calibration set, or taken from the cache; never timed."""
-        if name not in self._quantized:
-            from .quantize import calibration_set, quantize_onnx
-
-            model = self.model(name)
-            try:
-                self._quantized[name] = quantize_onnx(model, self.onnx_path(name), calibration_set(model))
-            except ImportError as exc:
-                raise BackendUnavailable(f"int8 is quantized with onnxruntime.quantization, which cannot be imported "
-                                         f"({exc}); run `pip install -e .`") from None
-            except Exception as exc:  # onnxruntime's quantizer raises many kinds; one line names the model and why
-                raise UsageError(f"quantizing {name} to int8 failed: {type(exc).__name__}: {exc}") from None
-        return self._quantized[name]
-
-    def evaluation_logits(self, model: str, variant: str) -> np.ndarray:
-        """The variant's logits on every image of the evaluation set (quantize.evaluation_set), computed in its
-        worker once; never timed."""
-        key = (model, variant)
-        if key not in self._evaluations:
-            from .quantize import evaluation_set
-
-            try:
-                worker = self.loaded(model, variant).worker
-                self._evaluations[key] = worker.request("evaluate", evaluation_set(self.model(model)),
-                                                        doing="classifying the evaluation set")
-            except WorkerError as exc:
-                self._evaluations[key] = UsageError(f"{variant} failed on the evaluation set: {exc}")
-            except (UsageError, BackendUnavailable, WorkerDied) as exc:
-                self._evaluations[key] = exc
-        value = self._evaluations[key]
-        if isinstance(value, BaseException):
-            raise value
-        return value
-
-    def _calibration(self, name: str) -> np.ndarray:
-        from .quantize import calibration_set
-
-        return calibration_set(self.model(name))
-
-    def evaluation_reference(self, model: str) -> str:
-        """The float32 variant int8 is judged against on the evaluation set: the model as written (torch), else ONNX
-        Runtime; built for this if the run did not select it (never timed)."""
-        from .agreement import REFERENCES
-
-        reasons = []
-        for name in REFERENCES:
-            try:
-                self.loaded(model, name)
-                return name
-            except (UsageError, BackendUnavailable, WorkerDied) as exc:
-                reasons.append(f"{name}: {exc}")
-        raise BackendUnavailable(f"no float32 reference for the evaluation set ({'; '.join(reasons)})")
-
-    def int8_agreement(self, model: str, variant: str) -> dict[str, Any]:
-        """How often `variant` gives the float32 reference's top-1 on the evaluation set (agreement.agreement_rate)."""
-        from .agreement import agreement_rate
-
-        reference = self.evaluation_reference(model)
-        rate = agreement_rate(self.evaluation_logits(model, reference), self.evaluation_logits(model, variant),
-                              Variant.parse(variant).precision)
-        return {**rate, "reference": reference}
-
     def loaded(self, model: str, backend: str) -> LoadedBackend:
         """Build once; a failure is remembered and raised again rather than retried for every test."""
-        key = (model, backend)
-        if key not in self._loaded:
-            try:
-                self._loaded[key] = self._load(model, backend)
-            except (UsageError, BackendUnavailable, WorkerDied) as exc:
-                self._loaded[key] = exc
-        value = self._loaded[key]
-        if isinstance(value, BaseException):
-            raise value
-        return value
+        return remembered(self._loaded, (model, backend), lambda: self._load(model, backend),
+                          (UsageError, BackendUnavailable, WorkerDied))
 
     def build_outcome(self, model: str, backend: str) -> tuple[str, str]:
         """("built", "") / ("unavailable", why) / ("failed", why) / ("not built", "") for a verdict's message."""
@@ -230,7 +158,7 @@ class SuiteSession:
         }
         info = built["info"]
         if variant.precision == "int8" and variant.backend in TORCH_FREE:
-            info.update(self.quantized(model_name).info)
+            info.update(self.int8.quantized(model_name).info)
         return LoadedBackend(model_name, variant_key, built["backend_name"], built["version"], worker, logits[0],
                              built["load_seconds"], info, process)
 
@@ -242,19 +170,21 @@ class SuiteSession:
         --tuning-log (a log folder the tuner has just made), `label` names such a one-off worker."""
         model = self.model(model_name)
         spec = parse_spec(model_name)
+        int8 = variant.precision == "int8"
+        # int8: the ONNX-based runtimes load the quantized QDQ file; the others quantize with the calibration set.
+        qdq = int8 and variant.backend in TORCH_FREE
         request = BuildRequest(
             variant=variant_key, backend=variant.backend, precision=variant.precision,
             module=module, model=replace(model, module=None),  # a torch module does not cross processes
             model_recipe=None if model.module is None else
             (model_name, self._weights_for(model_name), self.settings.batch_size, self.settings.input_size),
-            onnx_path=self.quantized(model_name).path if variant.precision == "int8" and variant.backend in TORCH_FREE
-            else self.onnx_path(model_name), threads=self.settings.threads,
+            onnx_path=self.int8.quantized(model_name).path if qdq else self.onnx_path(model_name),
+            threads=self.settings.threads,
             tuning_logs=self.settings.tuning_logs, tuning_log_exact=self.settings.tuning_log_exact,
             tuning_log_name=tuning_log or self.settings.tuning_log,
             batch=make_batch(self.image_for(model_name), self.settings.batch_size),
             block_modules=("torch",) if variant.backend in TORCH_FREE or variant.backend == GEMM else (),
-            calibration=self._calibration(model_name) if variant.precision == "int8" and variant.backend not in
-            TORCH_FREE else None)
+            calibration=self.int8.calibration(model_name) if int8 and not qdq else None)
         threads = str(self.settings.threads)
         suffix = f"-p{copy + 1}" if copy else (f"-{label}" if label else "")
         worker = Worker(f"{spec.test_id}-{variant_key}{suffix}", self.reproduce_command(model_name, variant),

@@ -52,6 +52,20 @@ def test_stored_log_applies_with_full_coverage(tiny_tuned, tiny_onnx):
     assert tv.tunable_functions(applied) == []
 
 
+def test_breakdown_sets_each_call_beside_the_tuners_timing(tiny_tuned, tiny_onnx):
+    from cpubench.tuning.breakdown import breakdown
+
+    outcome, _ = tiny_tuned
+    lowered, target = lowered_tiny(tiny_onnx)
+    result = breakdown(lowered, target, outcome.log_dir, TINY_SHAPE, repeat=3)
+    assert result["model_ms"] > 0 and result["tuner_estimate_ms"] > 0 and result["untuned_kernels_ms"] == 0
+    kernels = {r["function"].removesuffix("_prepacked") for r in result["functions"] if r["kind"] == "tuned kernel"}
+    assert kernels == set(tv.tunable_functions(lowered))  # every tuned function was called and recognised
+    assert all(r["tuner_us"] is not None for r in result["functions"] if r["kind"] == "tuned kernel")
+    assert result["calls_per_run"] >= len(kernels)
+    assert not (outcome.log_dir.parent / f".{outcome.log_dir.name}-breakdown.so").exists()  # throwaway removed
+
+
 def test_stripped_log_names_the_functions_without_records(tiny_tuned, tiny_onnx, tmp_path):
     outcome, _ = tiny_tuned
     stripped = tmp_path / "stripped"

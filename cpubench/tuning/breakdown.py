@@ -23,6 +23,7 @@ from typing import Any
 
 from .. import tvm_support as tv
 from ..log_finder import read_metadata
+from .model_timing import tuned_vm
 
 
 def _median(values: list[float]) -> float:
@@ -34,14 +35,7 @@ def breakdown(lowered: Any, target: Any, log_dir: Path, input_shape: tuple[int, 
     import numpy as np
     import tvm
 
-    lib_path = log_dir.parent / f".{log_dir.name}-breakdown.so"
-    try:
-        coverage = tv.build_tuned(lowered, target, log_dir, lib_path, seal=False)
-        if not coverage.complete:
-            raise RuntimeError(f"{log_dir} does not cover {', '.join(coverage.missing)}")
-        vm = tv.load_vm(lib_path)
-        data = tvm.runtime.tensor(np.random.default_rng(0).standard_normal(input_shape).astype("float32"))
-        vm["main"](data)
+    with tuned_vm(lowered, target, log_dir, input_shape, tag="breakdown") as (vm, data, coverage):
         timer = vm.time_evaluator("main", tvm.cpu(), number=10, repeat=repeat)
         model_ms = float(np.median(timer(data).results)) * 1e3
 
@@ -68,8 +62,6 @@ def breakdown(lowered: Any, target: Any, log_dir: Path, input_shape: tuple[int, 
             vm["main"](data)
             instrumented.append(time.perf_counter() - start)
         vm.set_instrument(None)
-    finally:
-        lib_path.unlink(missing_ok=True)
 
     meta = read_metadata(log_dir)
     tuner_us = {t["task"]: t["best_us"] for t in meta.get("tasks", []) if t.get("best_us") is not None}
