@@ -40,6 +40,9 @@ def load_image(path: Path, size: int | tuple[int, int] = 224, mean: tuple[float,
 
 
 def make_batch(image: np.ndarray, batch_size: int) -> np.ndarray:
+    """`batch_size` copies of one image, given with (1, C, H, W) or without (C, H, W) its batch axis."""
+    if image.ndim == 3:
+        image = image[np.newaxis]
     return np.ascontiguousarray(np.repeat(image, batch_size, axis=0))
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .cache import atomic_write_bytes, cached_path, content_key, usable_entry, write_entry
-from .images import FIXTURES
+from .images import FIXTURES, make_batch
 from .machine import cpu_flags
 from .models import BuiltModel
 
@@ -133,7 +133,7 @@ def quantize_onnx(model: BuiltModel, onnx_path: Path, calibration: np.ndarray,
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             item = next(self._items, None)
-            return None if item is None else {input_name: np.repeat(item[np.newaxis], batch, axis=0)}
+            return None if item is None else {input_name: make_batch(item, batch)}
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="quantize-") as scratch:

@@ -3,10 +3,10 @@
 Timing is a sequence of rotations. In each rotation every variant (in a fresh shuffled order) runs one short round
 in its own worker while the others wait; a slow variant takes part in evenly spaced rotations only, enough for its
 share of the time. Only one worker computes at a time. A round starts with untimed calls (the worker's thread pool
-wakes up, its caches fill), then times calls for `round_seconds`; the next round starts only once the worker's
-threads have gone idle (thread pools spin after work, and would otherwise run beside the next variant). Variants
-are compared on rounds of the same rotation: neighbours in time, so a slow minute slows both sides of a ratio
-(Google Benchmark's random interleaving, pyperf's spread over processes).
+wakes up, its caches fill), then times calls for `round_seconds`; then every thread of that worker is stopped
+(SIGSTOP, until its next request: thread pools spin after work, and would otherwise run beside the next variant's
+round). Variants are compared on rounds of the same rotation: neighbours in time, so a slow minute slows both
+sides of a ratio (Google Benchmark's random interleaving, pyperf's spread over processes).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ class RoundRunner(Protocol):
 
     def request(self, kind: str, *args: Any, timeout: float | None = None, doing: str = "") -> Any: ...
 
-    def settle(self) -> float: ...
+    def pause(self) -> float: ...
 
 
 class ProcessRotation:
@@ -50,8 +50,8 @@ class ProcessRotation:
         self._next += 1
         return self._last.request(kind, *args, timeout=timeout, doing=doing)
 
-    def settle(self) -> float:
-        return self._last.settle()
+    def pause(self) -> float:
+        return self._last.pause()
 
 
 @dataclass
@@ -112,7 +112,7 @@ def interleave(workers: dict[str, RoundRunner], *, seconds_per_variant: float, m
     def run(name: str, rotation: int, warmup: float) -> list[float] | None:
         try:
             calls = live[name].request("round", round_seconds, warmup, doing=f"timing round {rotation + 1}")
-            live[name].settle()  # its thread pool goes idle before the next variant's round starts
+            live[name].pause()  # its threads stop before the next variant's round starts
             return calls
         except Exception as exc:  # a dead or failing worker ends this variant only
             rounds[name].failure = exc
@@ -121,25 +121,26 @@ def interleave(workers: dict[str, RoundRunner], *, seconds_per_variant: float, m
                 on_failure(name, exc)
             return None
 
-    # Calibration: one untimed round each, to learn how long one call takes.
-    call_seconds = {}
-    for name in list(live):
-        calls = run(name, -1, WARMUP_SECONDS)
-        if calls is not None:
-            call_seconds[name] = min(calls)
-    plan = plan_rotations(call_seconds, seconds_per_variant, round_seconds, min_rounds, always)
-    total = 1 + max((max(p) for p in plan.values()), default=0)
-    order_log = []
-    for rotation in range(total):
+    # The first rotation takes every variant; its rounds count, and also tell how long one call takes, which plans
+    # the rotations after it (every plan starts with rotation 0).
+    call_seconds: dict[str, float] = {}
+    plan = {name: [0] for name in live}
+    total, rotation, order_log = 1, 0, []
+    while rotation < total:
         names = [name for name in plan if rotation in plan[name] and name in live]
         rng.shuffle(names)
         order_log.append(names)
         for name in names:
-            # A call longer than the warm-up budget wakes the pool by itself: no untimed call before it.
-            warmup = WARMUP_SECONDS if call_seconds[name] < round_seconds else 0.0
+            # A call longer than a round wakes the pool by itself: no untimed call before it.
+            warmup = WARMUP_SECONDS if call_seconds.get(name, 0.0) < round_seconds else 0.0
             calls = run(name, rotation, warmup)
             if calls is not None:
                 rounds[name].calls[rotation] = calls
+                call_seconds.setdefault(name, min(calls))
+        if rotation == 0:
+            plan = plan_rotations(call_seconds, seconds_per_variant, round_seconds, min_rounds, always)
+            total = 1 + max((max(p) for p in plan.values()), default=0)
+        rotation += 1
     return Schedule(rounds, total, round_seconds, time.perf_counter() - started, order_log)
 
 

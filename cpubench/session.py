@@ -20,7 +20,7 @@ from .options import Settings, physical_cores
 from .precision import Variant, cpu_lacks
 from .results import YARDSTICK, BenchRow
 from .schedule import ProcessRotation, Schedule, interleave
-from .worker import BuildRequest, Worker, WorkerDied, WorkerError
+from .worker import BuildRequest, Worker, WorkerDied, WorkerError, close_all
 from .yardstick import NAME as GEMM
 
 # Worker processes timing the yardstick (ONNX Runtime, 0.4 s to start): every ratio is divided by its median, and one
@@ -339,12 +339,8 @@ class SuiteSession:
                           round_seconds=self.settings.round_ms / 1e3, always=(variants[0],))
 
     def close(self) -> None:
-        for value in self._loaded.values():
-            if isinstance(value, LoadedBackend):
-                value.worker.close()
-        if isinstance(self._gemm, Worker):
-            self._gemm.close()
-        for rotation in self._rotations.values():
-            for worker in rotation.workers[1:]:
-                worker.close()
+        workers = [value.worker for value in self._loaded.values() if isinstance(value, LoadedBackend)]
+        workers += [self._gemm] if isinstance(self._gemm, Worker) else []
+        workers += [worker for rotation in self._rotations.values() for worker in rotation.workers[1:]]
+        close_all(workers)
 

@@ -87,13 +87,15 @@ class Worker:
         self.timeout = timeout
         self.dead: WorkerDied | None = None
         self.started_at = 0.0
+        self._paused = False  # stopped by `pause` until the next request
         log_path.parent.mkdir(parents=True, exist_ok=True)
         parent, child = Pipe(duplex=True)
         self._conn: Connection = parent
         worker_env = {**os.environ, **(env or {})}
         with open(log_path, "wb") as log:
             self.started_at = time.perf_counter()
-            self._proc = subprocess.Popen([sys.executable, "-m", "cpubench.worker", str(child.fileno())],
+            self._proc = subprocess.Popen([sys.executable, "-m", "cpubench.worker", str(child.fileno()),
+                                           str(os.getpid())],
                                           pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL, stdout=log,
                                           stderr=subprocess.STDOUT, env=worker_env, close_fds=True)
         child.close()
@@ -106,6 +108,7 @@ class Worker:
         """Send one request and return its answer; WorkerError for a failure it reported, WorkerDied if it ended."""
         if self.dead is not None:
             raise self.dead
+        self._resume()
         doing = doing or kind
         wait = self.timeout if timeout is None else timeout
         try:
@@ -120,31 +123,29 @@ class Worker:
             return payload
         raise WorkerError(status, payload)
 
-    def cpu_seconds(self) -> float | None:
-        """CPU time the worker's threads have used so far (Linux schedstat, nanoseconds), or None if unreadable."""
-        total = 0
-        try:
-            for task in os.listdir(f"/proc/{self.pid}/task"):
-                total += int(Path(f"/proc/{self.pid}/task/{task}/schedstat").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
-        return total / 1e9
-
-    def settle(self, quiet: float = 0.001, window: float = 0.005, limit: float = 0.25) -> float:
-        """Wait until the worker's threads have gone idle after a request (thread pools spin for a while after
-        work: TVM's for about 40 ms, ONNX Runtime's for about 15), so they do not run beside the next round. Returns
-        the seconds waited; gives up after `limit`."""
+    def pause(self, limit: float = 0.25) -> float:
+        """Stop the worker's threads now (SIGSTOP), until its next request: a thread pool spins for a while after
+        work (TVM's for about 40 ms, ONNX Runtime's for about 15, OpenMP's for longer), and must not run beside the
+        next variant's round. Stopping it costs well under a millisecond where waiting for the spin to end cost 40 ms
+        a round; a frozen spin resumes with the worker's next request, whose round starts with untimed calls anyway.
+        Returns the seconds it took every thread to stop (gives up waiting after `limit`)."""
         started = time.perf_counter()
-        before = self.cpu_seconds()
-        if before is None:
+        if self.dead is not None or self._proc.poll() is not None:
             return 0.0
-        while time.perf_counter() - started < limit:
-            time.sleep(window)
-            now = self.cpu_seconds()
-            if now is None or now - before < quiet:
-                break
-            before = now
+        try:
+            os.kill(self.pid, signal.SIGSTOP)
+        except OSError:
+            return 0.0
+        self._paused = True
+        while time.perf_counter() - started < limit and not all_threads_stopped(self.pid):
+            time.sleep(0.0001)
         return time.perf_counter() - started
+
+    def _resume(self) -> None:
+        if self._paused:
+            self._paused = False
+            with contextlib.suppress(OSError):
+                os.kill(self.pid, signal.SIGCONT)
 
     def _died(self, doing: str) -> None:
         try:
@@ -167,15 +168,47 @@ class Worker:
             self._proc.wait(timeout=10)
 
     def close(self) -> None:
+        close_all([self])
+
+    def _ask_to_stop(self) -> None:
+        self._resume()
         if self._proc.poll() is None and self.dead is None:
             with contextlib.suppress(OSError, ValueError, subprocess.SubprocessError):
                 self._conn.send(("stop",))
-            try:
-                self._proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._kill()
+
+    def _wait_stopped(self, deadline: float) -> None:
+        try:
+            self._proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            self._kill()
         with contextlib.suppress(OSError, ValueError, subprocess.SubprocessError):
             self._conn.close()
+
+
+def close_all(workers: list[Worker], grace: float = 5.0) -> None:
+    """End workers together: each is asked to stop, then all are waited for (`grace` seconds in all, then killed),
+    so a session's twenty workers take as long to end as the slowest, not their sum."""
+    for worker in workers:
+        worker._ask_to_stop()
+    deadline = time.monotonic() + grace
+    for worker in workers:
+        worker._wait_stopped(deadline)
+
+
+def all_threads_stopped(pid: int) -> bool:
+    """Whether every thread of `pid` is stopped (or gone), from /proc/PID/task/*/stat; True where unreadable."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return True
+    for task in tasks:
+        try:
+            stat = Path(f"/proc/{pid}/task/{task}/stat").read_text()
+        except OSError:
+            continue
+        if stat[stat.rfind(")") + 2:][:1] not in "TtZX":
+            return False
+    return True
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -281,10 +314,12 @@ class _Variant:
         size the variant was built for; never timed. What int8's agreement rate is measured on."""
         import numpy as np
 
+        from .images import make_batch
+
         batch = self.inputs_batch
         rows = []
         for image in images:
-            inputs = self.backend.prepare_inputs(np.ascontiguousarray(np.repeat(image[np.newaxis], batch, axis=0)))
+            inputs = self.backend.prepare_inputs(make_batch(image, batch))
             rows.append(self.backend.to_numpy(self.backend.forward(inputs))[0])
         return np.stack(rows)
 
@@ -316,8 +351,10 @@ def serve(conn: Connection) -> None:
         except EOFError:
             return
         kind, args = message[0], message[1:]
-        if kind == "stop":
-            return
+        if kind == "stop":  # nothing to save: end now rather than wait for the runtimes' teardown (seconds each)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
         try:
             reply = ("ok", handlers[kind](*args))
         except Exception as exc:  # reported to the pytest process, which decides how the variant's tests end
@@ -334,5 +371,18 @@ def serve(conn: Connection) -> None:
         conn.send(reply)
 
 
+def die_with_parent(parent: int) -> None:
+    """Linux: the kernel kills this worker when the pytest process ends, however it ends. A worker stopped between
+    rounds (Worker.pause) would otherwise never read the end of its pipe and stay behind."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent ended before the line above
+        os._exit(1)
+
+
 if __name__ == "__main__":
+    die_with_parent(int(sys.argv[2]))
     serve(Connection(int(sys.argv[1])))

@@ -67,7 +67,8 @@ def test_quantized_model_is_cached_checked_and_rebuilt(tiny_onnx, tmp_path, monk
 
 
 class TwoConvs(torch.nn.Module):
-    """The tiny model with a second convolution: the first stays float32 in PT2E int8 (on the raw image)."""
+    """The tiny model with a second convolution: the first stays float32 in PT2E int8 (on the raw image); the
+    second is followed by ReLU6, which XNNPACK-style quantizers must take with it (pt2e.conv_clamp_quantizer)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -76,7 +77,7 @@ class TwoConvs(torch.nn.Module):
         self.fc = torch.nn.Linear(16, 10)
 
     def forward(self, x):
-        return self.fc(torch.relu(self.conv(torch.relu(self.stem(x)))).mean(dim=(2, 3)))
+        return self.fc(torch.nn.functional.relu6(self.conv(torch.relu(self.stem(x)))).mean(dim=(2, 3)))
 
 
 def two_convs() -> BuiltModel:
@@ -103,12 +104,42 @@ def run_int8(name, tiny_onnx, tmp_path, monkeypatch, onnx_path=None):
     return got, expected, ctx.info
 
 
-@pytest.mark.parametrize("name", ["onnxruntime", "openvino", "torch-compile", "executorch"])
+@pytest.mark.parametrize("name", ["onnxruntime", "openvino", "torch-compile", "executorch", "litert"])
 def test_int8_runs_integer_kernels_and_stays_close(name, tiny_onnx, tmp_path, monkeypatch):
     got, expected, info = run_int8(name, tiny_onnx, tmp_path, monkeypatch)
     kernels = re.match(r"(\d+) (of \d+ convolution|quantize/dequantize operators delegated)", info["int8_compute_ops"])
+    if name not in ("onnxruntime", "openvino"):  # they run the QDQ file, which quantizes every layer
+        assert info["quantization_float_layers"].startswith("stem")
     assert kernels and int(kernels[1]) >= 1, info["int8_compute_ops"]  # read back from the runtime
     assert np.abs(got - expected).max() <= 0.3 * np.abs(expected).max()
+
+
+@pytest.mark.parametrize("quantizer", ["executorch.backends.xnnpack.quantizer.xnnpack_quantizer:XNNPACKQuantizer",
+                                       "litert_torch.quantize.pt2e_quantizer:PT2EQuantizer"])
+def test_conv_relu6_is_quantized_as_one_and_the_stem_stays_float(quantizer):
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+
+    from cpubench.backends.pt2e import conv_clamp_quantizer, inside, min_max_activations
+
+    module_name, _, class_name = quantizer.partition(":")
+    base = getattr(pytest.importorskip(module_name), class_name)
+    config = min_max_activations(pytest.importorskip(module_name).get_symmetric_quantization_config(
+        is_per_channel=True))
+    model = two_convs().module
+    exported = torch.export.export(model, (torch.zeros(TINY_SHAPE),), strict=True).module()
+    prepared = prepare_pt2e(exported, conv_clamp_quantizer(base, float_module="stem").set_global(config))
+    convs = {name: next(n for n in prepared.graph.nodes if "conv2d" in str(n.target) and inside(name, n))
+             for name in ("stem", "conv")}
+    (user,) = convs["conv"].users  # the convolution feeds ReLU6 itself, not an observer: quantized after the clamp
+    assert "relu6" in str(user.target)
+    (observer,) = user.users
+    assert type(prepared.get_submodule(observer.target)).__name__ == "MinMaxObserver"
+
+    def observers(node):
+        return [type(prepared.get_submodule(arg.target)).__name__ for arg in node.args
+                if isinstance(arg, torch.fx.Node) and arg.op == "call_module"]
+    assert observers(convs["stem"]) == []  # float32: nothing observed
+    assert observers(convs["conv"]) == ["MinMaxObserver", "PerChannelMinMaxObserver"]  # its input, its weights
 
 
 @pytest.mark.parametrize("name", ["onnxruntime", "openvino"])

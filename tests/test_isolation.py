@@ -7,12 +7,13 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from cpubench.results import BenchRow, ratio_of
 from cpubench.schedule import ProcessRotation, VariantRounds, interleave, paired_ratios, plan_rotations
 from cpubench.stats import median_interval
-from cpubench.worker import describe_exit
+from cpubench.worker import Worker, all_threads_stopped, close_all, describe_exit
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -42,7 +43,7 @@ class FakeWorker:
     """Answers a round with one call of its own speed; counts what it was asked."""
 
     def __init__(self, seconds: float) -> None:
-        self.seconds, self.rounds, self.settled, self.other = seconds, 0, 0, []
+        self.seconds, self.rounds, self.paused, self.other = seconds, 0, 0, []
 
     def request(self, kind, *args, timeout=None, doing=""):
         if kind == "round":
@@ -51,8 +52,8 @@ class FakeWorker:
         self.other.append(kind)
         return kind
 
-    def settle(self) -> float:
-        self.settled += 1
+    def pause(self) -> float:
+        self.paused += 1
         return 0.0
 
 
@@ -64,8 +65,8 @@ def test_the_yardstick_rounds_go_to_its_processes_in_turn():
     schedule = interleave({"onnxruntime": rotation, "torch": FakeWorker(2.0)}, seconds_per_variant=0.9,
                           min_rounds=9, round_seconds=0.1, always=("onnxruntime",), seed=0)
     counts = [p.rounds for p in processes]
-    assert sum(counts) == 1 + schedule.rotations and max(counts) - min(counts) <= 1  # calibration round included
-    assert all(p.settled == p.rounds for p in processes)  # the process that ran the round is the one waited for
+    assert sum(counts) == schedule.rotations and max(counts) - min(counts) <= 1
+    assert all(p.paused == p.rounds for p in processes)  # the process that ran the round is the one stopped
     values = schedule.rounds["onnxruntime"].values
     assert sorted(set(values)) == [1.0, 1.1] and sorted(values)[len(values) // 2] == 1.0
     assert rotation.request("memory") == "memory" and processes[0].other == ["memory"]  # the rest: the first one
@@ -95,6 +96,37 @@ def run_benches(tmp_path: Path, onnx_file: Path, backends: str, *extra: str) -> 
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     report = json.loads((results / "report.json").read_text()) if (results / "report.json").exists() else {}
     return proc, report
+
+
+def test_a_paused_worker_computes_nothing_until_its_next_request(tmp_path):
+    workers = [Worker(f"w{i}", "", tmp_path / f"w{i}.log") for i in range(2)]
+    try:
+        worker = workers[0]
+        worker.request("ping")
+        assert not all_threads_stopped(worker.pid)
+        assert worker.pause() < 0.25
+        assert all_threads_stopped(worker.pid)  # every thread, not only the main one
+        assert isinstance(worker.request("ping"), float)  # the request resumed it
+        assert not all_threads_stopped(worker.pid)
+        worker.pause()
+    finally:
+        close_all(workers)  # a paused worker is resumed to stop
+    assert all(w._proc.poll() is not None for w in workers)
+
+
+def test_a_worker_ends_with_the_process_that_started_it_even_paused(tmp_path):
+    script = (
+        "import sys\nfrom pathlib import Path\nfrom cpubench.worker import Worker\n"
+        f"w = Worker('w', '', Path({str(tmp_path / 'w.log')!r}))\nw.request('ping')\nw.pause()\n"
+        "print(w.pid, flush=True)\nimport os\nos._exit(0)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    pid = int(out.stdout.split()[0])
+    for _ in range(100):
+        if not Path(f"/proc/{pid}").exists() or Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] == "Z":
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError(f"worker {pid} outlived its parent")
 
 
 def test_a_dying_worker_fails_its_variant_and_the_run_carries_on(tmp_path, tiny_onnx):

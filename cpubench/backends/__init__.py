@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
@@ -80,13 +80,27 @@ def require(module: str, package: str, hint: str) -> ModuleType:
         raise BackendUnavailable(f"{package} is not installed ({exc}); {hint}") from None
 
 
-def torch_module(ctx: LoadContext, backend: str) -> Any:
-    """The model as a torch module; an onnx: model has none, and a PyTorch-based backend then skips."""
-    if ctx.model.module is None and ctx.module_factory is not None:
-        ctx.model = replace(ctx.model, module=ctx.module_factory())
-    if ctx.model.module is None:
+def calibration_batches(ctx: LoadContext) -> Iterator[np.ndarray]:
+    """Each calibration image as a batch of the size the model is built for (a quantizer's calibration calls)."""
+    from ..images import make_batch
+
+    for image in ctx.calibration if ctx.calibration is not None else ():
+        yield make_batch(image, ctx.model.input_shape[0])
+
+
+def has_torch_module(ctx: LoadContext, backend: str) -> None:
+    """Skip a PyTorch-based backend for a model given as an ONNX file, which has no torch module, without building
+    the module (a backend that only converts it builds it when it converts)."""
+    if ctx.model.module is None and ctx.module_factory is None:
         raise BackendUnavailable(f"{ctx.model.name} is an ONNX file: {backend} needs the model as a torch module "
                                  "(the ONNX-based backends run it, onnxruntime is the reference)")
+
+
+def torch_module(ctx: LoadContext, backend: str) -> Any:
+    """The model as a torch module, built now if the worker has only its recipe."""
+    has_torch_module(ctx, backend)
+    if ctx.model.module is None:
+        ctx.model = replace(ctx.model, module=ctx.module_factory())
     return ctx.model.module
 
 
@@ -94,11 +108,11 @@ def cached_conversion(ctx: LoadContext, kind: str, suffix: str, versions: dict[s
                       convert: Callable[[], bytes]) -> Path:
     """A converted model file (ExecuTorch .pte, LiteRT .tflite) in the cache, keyed by model, weights, shape and the
     converter's versions; converted again when missing or damaged."""
-    import torch
+    from importlib import metadata
 
     from ..cache import cached_path, content_key, usable_entry, write_entry
 
-    key = content_key(model=ctx.model.disk_key, weights=ctx.model.weights_digest, torch=torch.__version__,
+    key = content_key(model=ctx.model.disk_key, weights=ctx.model.weights_digest, torch=metadata.version("torch"),
                       shape=ctx.model.input_shape, **versions)
     path = cached_path(kind, f"{ctx.model.disk_key}-{key}", suffix)
     if not usable_entry(path):

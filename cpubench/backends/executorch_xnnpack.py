@@ -3,14 +3,14 @@ ExecuTorch runtime. The lowered program (.pte) is cached like the other builds, 
 the delegate took of it (counted when it was lowered) beside it.
 
 int8 is ExecuTorch's own XNNPACK path: PT2E static quantization with its XNNPACKQuantizer (symmetric int8,
-per-channel weights) calibrated on the calibration set, the first convolution kept in float32 as in torch-compile's
-int8 (see torch_compile.first_convolution), then lowered to XNNPACK, whose int8 kernels take the quantized
-patterns. How many quantize/dequantize operators the delegate took is counted when it is lowered."""
+per-channel weights), taught to quantize convolution + ReLU6 as one operator, with min-max activation ranges,
+calibrated on the calibration set, the first convolution kept in float32 as in torch-compile's int8 (all in
+pt2e.py), then lowered to XNNPACK, whose int8 kernels take the
+quantized patterns. How many quantize/dequantize operators the delegate took is counted when it is lowered."""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 from pathlib import Path
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..cache import discard_entry, usable_entry, write_entry
-from . import BackendUnavailable, LoadContext, cached_conversion, require, torch_module
+from . import BackendUnavailable, LoadContext, cached_conversion, has_torch_module, require, torch_module
 
 INSTALL_HINT = "run `pip install -e '.[executorch]'` (`make` installs it when it can)"
 DELEGATION_KEYS = ("backends", "delegated_ops", "ops", "subgraphs", "not_delegated")
@@ -82,13 +82,12 @@ class ExecuTorchXnnpack:
     def load(self, ctx: LoadContext) -> None:
         from executorch.extension.pybindings import portable_lib
 
-        torch_module(ctx, self.name)
+        from .pt2e import XNNPACK_STYLE_RECIPE, int8_versions
+
+        has_torch_module(ctx, self.name)
         versions = {"executorch": self.version()}
         if ctx.precision == "int8":
-            if ctx.calibration is None:
-                raise BackendUnavailable("int8 needs the calibration set, and none was given")
-            versions.update(precision="int8", calibration=hashlib.sha256(
-                np.ascontiguousarray(ctx.calibration, dtype=np.float32).tobytes()).hexdigest()[:16])
+            versions.update(int8_versions(ctx, XNNPACK_STYLE_RECIPE))
         path = cached_conversion(ctx, "executorch", ".pte", versions, lambda: self._lower(ctx))
         delegation = self._delegation_of(ctx, path)
         portable_lib._unsafe_reset_threadpool(ctx.threads)
@@ -124,9 +123,9 @@ class ExecuTorchXnnpack:
         from executorch.exir import to_edge_transform_and_lower
 
         example = (torch.zeros(ctx.model.input_shape),)
-        module = ctx.model.module.eval()
+        module = torch_module(ctx, self.name).eval()
         if ctx.precision == "int8":
-            module = self._quantized(ctx, module, example)
+            module = self._quantized(ctx, module)
         with contextlib.redirect_stdout(io.StringIO()):
             exported = torch.export.export(module, example)
             lowered = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
@@ -135,35 +134,26 @@ class ExecuTorchXnnpack:
         return bytes(program.buffer)
 
     @staticmethod
-    def _quantized(ctx: LoadContext, module: torch.nn.Module, example: tuple) -> torch.nn.Module:
-        import time
-
+    def _quantized(ctx: LoadContext, module: torch.nn.Module) -> torch.nn.Module:
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
             XNNPACKQuantizer,
             get_symmetric_quantization_config,
         )
-        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-        from .torch_compile import first_convolution
+        from .pt2e import (
+            XNNPACK_STYLE_RECIPE,
+            conv_clamp_quantizer,
+            first_convolution,
+            min_max_activations,
+            quantize,
+        )
 
-        started = time.perf_counter()
-        quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
         stem = first_convolution(module)
-        if stem is not None:  # XNNPACKQuantizer takes no `None` config per module: a filter leaves the stem out
-            quantizer.set_filter_function(lambda node: not any(
-                path.removeprefix("L['self'].") == stem for path, _ in node.meta.get("nn_module_stack", {}).values()))
-        batch = ctx.model.input_shape[0]
-        with torch.no_grad():
-            prepared = prepare_pt2e(torch.export.export(module, example, strict=True).module(), quantizer)
-            for image in ctx.calibration:
-                prepared(torch.from_numpy(np.repeat(image[np.newaxis], batch, axis=0)))
-            converted = convert_pt2e(prepared)
-        ctx.info.update({"quantizer": "ExecuTorch XNNPACKQuantizer (PT2E, static, symmetric int8, per-channel "
-                                      "weights)",
-                         "quantization_float_layers": f"{stem} (the first convolution)" if stem else "none",
-                         "calibration_images": len(ctx.calibration),
-                         "quantize_seconds": round(time.perf_counter() - started, 2)})
-        return converted
+        quantizer = conv_clamp_quantizer(XNNPACKQuantizer, float_module=stem).set_global(
+            min_max_activations(get_symmetric_quantization_config(is_per_channel=True)))
+        ctx.info.update({"quantizer": f"ExecuTorch XNNPACKQuantizer ({XNNPACK_STYLE_RECIPE})",
+                         "quantization_float_layers": f"{stem} (the first convolution)" if stem else "none"})
+        return quantize(ctx, module, quantizer)
 
     def prepare_inputs(self, batch: np.ndarray) -> Any:
         return [torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))]

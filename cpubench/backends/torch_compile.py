@@ -4,11 +4,9 @@ Compilation happens on the first call, inside `load` (the warm-up call): its tim
 never part of the timing. Inductor's own caches live under the suite's cache folder; with frozen weights they
 save little of the compile on a second run (measured: 8-10 s a model either way), so it stays build time.
 
-int8 is PyTorch's static PT2E path: `torch.export` (strict: the default non-strict export merges the two calls
-of torchvision's reused `relu` into one partition, which the quantizer rejects with "Input partition has more than
-one output node", pytorch/ao#4478), torchao's X86InductorQuantizer calibrated on the calibration set, then
-Inductor with freezing, which lowers the quantized patterns to oneDNN int8 kernels (without freezing they run as
-dequantize -> float32 convolution). The first convolution stays float32 (see `first_convolution`). How many int8
+int8 is PyTorch's static PT2E path (pt2e.py): torchao's X86InductorQuantizer calibrated on the calibration set,
+then Inductor with freezing, which lowers the quantized patterns to oneDNN int8 kernels (without freezing they run as
+dequantize -> float32 convolution). The first convolution stays float32 (see pt2e.first_convolution). How many int8
 kernels Inductor emitted is read back from its generated code.
 """
 
@@ -17,11 +15,11 @@ from __future__ import annotations
 import os
 import re
 
-import numpy as np
 import torch
 
 from ..cache import cache_root
 from . import LoadContext
+from .pt2e import first_convolution, quantize
 from .torch_eager import TorchEager
 
 
@@ -45,47 +43,23 @@ class TorchCompile(TorchEager):
             ctx.info.update(int8_kernels(self._module, ctx.model.input_shape))
 
     def _quantized(self, ctx: LoadContext) -> torch.nn.Module:
-        """The module after PT2E static quantization, calibrated on the calibration set."""
-        import time
-
-        from . import BackendUnavailable, require
+        """The module after PT2E static quantization with torchao's X86InductorQuantizer (pt2e.quantize)."""
+        from . import require
 
         torchao = require("torchao", "torchao", "run `pip install -e '.[backends]'` (`make` installs it)")
-        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
         from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
             X86InductorQuantizer,
             get_default_x86_inductor_quantization_config,
         )
 
-        if ctx.calibration is None:
-            raise BackendUnavailable("int8 needs the calibration set, and none was given")
-        batch = ctx.model.input_shape[0]
-        started = time.perf_counter()
-        with torch.no_grad():
-            example = torch.zeros(ctx.model.input_shape)
-            exported = torch.export.export(self._module, (example,), strict=True).module()
-            quantizer = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config())
-            stem = first_convolution(self._module)
-            if stem is not None:
-                quantizer.set_module_name_qconfig(stem, None)
-            prepared = prepare_pt2e(exported, quantizer)
-            for image in ctx.calibration:
-                prepared(torch.from_numpy(np.repeat(image[np.newaxis], batch, axis=0)))
-            converted = convert_pt2e(prepared)
+        quantizer = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config())
+        stem = first_convolution(self._module)
+        if stem is not None:
+            quantizer.set_module_name_qconfig(stem, None)
         ctx.info.update({
             "quantizer": f"torchao {torchao.__version__} X86InductorQuantizer (PT2E, static, per-channel weights)",
-            "quantization_export": "torch.export.export(strict=True)",
-            "calibration_images": len(ctx.calibration),
-            "quantization_float_layers": f"{stem} (the first convolution, on the raw image)" if stem else "none",
-            "quantize_seconds": round(time.perf_counter() - started, 2)})
-        return converted
-
-
-def first_convolution(module: torch.nn.Module) -> str | None:
-    """The name of the model's first convolution, which stays float32 in int8: it sees the normalised image, whose
-    per-tensor uint8 grid cost EfficientNet-Lite0 its answer on 5 of 36 evaluation images (86% agreement; 100% with
-    that one layer in float32). ONNX Runtime's QDQ model quantizes it and keeps 100%."""
-    return next((name for name, m in module.named_modules() if isinstance(m, torch.nn.Conv2d)), None)
+            "quantization_float_layers": f"{stem} (the first convolution, on the raw image)" if stem else "none"})
+        return quantize(ctx, self._module, quantizer)
 
 
 # Calls in Inductor's generated code: oneDNN's int8 convolution and linear kernels, and the float ones.
