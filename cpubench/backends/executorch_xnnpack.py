@@ -140,20 +140,9 @@ class ExecuTorchXnnpack:
             get_symmetric_quantization_config,
         )
 
-        from .pt2e import (
-            XNNPACK_STYLE_RECIPE,
-            conv_clamp_quantizer,
-            first_convolution,
-            min_max_activations,
-            quantize,
-        )
+        from .pt2e import quantize_xnnpack_style
 
-        stem = first_convolution(module)
-        quantizer = conv_clamp_quantizer(XNNPACKQuantizer, float_module=stem).set_global(
-            min_max_activations(get_symmetric_quantization_config(is_per_channel=True)))
-        ctx.info.update({"quantizer": f"ExecuTorch XNNPACKQuantizer ({XNNPACK_STYLE_RECIPE})",
-                         "quantization_float_layers": f"{stem} (the first convolution)" if stem else "none"})
-        return quantize(ctx, module, quantizer)
+        return quantize_xnnpack_style(ctx, module, "ExecuTorch", XNNPACKQuantizer, get_symmetric_quantization_config)[0]
 
     def prepare_inputs(self, batch: np.ndarray) -> Any:
         return [torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))]

@@ -128,20 +128,11 @@ class LiteRtXnnpack:
     def _quantized(ctx: LoadContext, module: torch.nn.Module) -> tuple[torch.nn.Module, Any]:
         from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
 
-        from .pt2e import (
-            XNNPACK_STYLE_RECIPE,
-            conv_clamp_quantizer,
-            first_convolution,
-            min_max_activations,
-            quantize,
-        )
+        from .pt2e import quantize_xnnpack_style
 
-        stem = first_convolution(module)
-        quantizer = conv_clamp_quantizer(PT2EQuantizer, float_module=stem).set_global(
-            min_max_activations(get_symmetric_quantization_config(is_per_channel=True)))
-        ctx.info.update({"quantizer": f"litert-torch PT2EQuantizer ({XNNPACK_STYLE_RECIPE})",
-                         "quantization_float_layers": f"{stem} (the first convolution)" if stem else "none"})
-        return quantize(ctx, module, quantizer, fold_quantize=False), quantizer
+        # Unfolded: the converter reads the quantize/dequantize pairs of the weights too.
+        return quantize_xnnpack_style(ctx, module, "litert-torch", PT2EQuantizer, get_symmetric_quantization_config,
+                                      fold_quantize=False)
 
     def prepare_inputs(self, batch: np.ndarray) -> Any:
         return np.ascontiguousarray(batch, dtype=np.float32)

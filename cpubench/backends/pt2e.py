@@ -134,3 +134,16 @@ def quantize(ctx: LoadContext, module: torch.nn.Module, quantizer: Any, **conver
                      "calibration_images": len(ctx.calibration),
                      "quantize_seconds": round(time.perf_counter() - started, 2)})
     return converted
+
+
+def quantize_xnnpack_style(ctx: LoadContext, module: torch.nn.Module, runtime: str, base: type,
+                           symmetric_config: Any, **convert: Any) -> tuple[torch.nn.Module, Any]:
+    """`module` quantized for XNNPACK by `base` (ExecuTorch's XNNPACKQuantizer or litert-torch's PT2EQuantizer) and its
+    `get_symmetric_quantization_config`, per channel, with this module's two corrections and the first convolution
+    float32; returns the converted module and the quantizer (LiteRT's converter wants it too)."""
+    stem = first_convolution(module)
+    quantizer = conv_clamp_quantizer(base, float_module=stem).set_global(
+        min_max_activations(symmetric_config(is_per_channel=True)))
+    ctx.info.update({"quantizer": f"{runtime} {base.__name__} ({XNNPACK_STYLE_RECIPE})",
+                     "quantization_float_layers": f"{stem} (the first convolution)" if stem else "none"})
+    return quantize(ctx, module, quantizer, **convert), quantizer
