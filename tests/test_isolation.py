@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -99,7 +100,8 @@ def run_benches(tmp_path: Path, onnx_file: Path, backends: str, *extra: str) -> 
 
 
 def test_a_paused_worker_computes_nothing_until_its_next_request(tmp_path):
-    workers = [Worker(f"w{i}", "", tmp_path / f"w{i}.log") for i in range(2)]
+    # A short timeout: a worker left stopped fails this test in seconds instead of hanging it.
+    workers = [Worker(f"w{i}", "", tmp_path / f"w{i}.log", timeout=20) for i in range(2)]
     try:
         worker = workers[0]
         worker.request("ping")
@@ -126,6 +128,7 @@ def test_a_worker_ends_with_the_process_that_started_it_even_paused(tmp_path):
             break
         time.sleep(0.05)
     else:
+        os.kill(pid, signal.SIGKILL)  # leave no stopped orphan behind
         raise AssertionError(f"worker {pid} outlived its parent")
 
 

@@ -5,8 +5,8 @@ the delegate took of it (counted when it was lowered) beside it.
 int8 is ExecuTorch's own XNNPACK path: PT2E static quantization with its XNNPACKQuantizer (symmetric int8,
 per-channel weights), taught to quantize convolution + ReLU6 as one operator, with min-max activation ranges,
 calibrated on the calibration set, the first convolution kept in float32 as in torch-compile's int8 (all in
-pt2e.py), then lowered to XNNPACK, whose int8 kernels take the
-quantized patterns. How many quantize/dequantize operators the delegate took is counted when it is lowered."""
+pt2e.py), then lowered to XNNPACK, whose int8 kernels take the quantized patterns. How many quantize/dequantize
+operators the delegate took is counted when it is lowered."""
 
 from __future__ import annotations
 
