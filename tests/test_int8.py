@@ -199,3 +199,22 @@ def test_verdict_names_the_fastest_per_precision_and_what_int8_gives_up():
     assert "same top-1 as fp32 on 35/36 evaluation images" in line
     assert "Fastest per precision: int8 openvino-int8 1.50 ms" in line
     assert "bf16 openvino-bf16 3.00 ms" in line and "fp32 onnxruntime 10.00 ms" in line
+
+
+@pytest.mark.parametrize("code, int8, float_", [
+    # Inductor's Python wrapper
+    ("buf1 = torch.ops.onednn.qconv_pointwise.tensor(buf0, ...)\n"
+     "buf2 = torch.ops.onednn.qconv2d_pointwise.binary_tensor(buf1, ...)\n"
+     "buf3 = torch.ops.mkldnn._convolution_pointwise.default(arg0, ...)\n"
+     "buf4 = torch.ops.onednn.qlinear_pointwise.tensor(buf2, ...)", 3, 1),
+    # its C++ wrapper
+    ("AOTI_TORCH_ERROR_CODE_CHECK(aoti_torch_cpu__qconv_pointwise_tensor(buf0, ...));\n"
+     "AOTI_TORCH_ERROR_CODE_CHECK(aoti_torch_cpu__qconv2d_pointwise_binary_tensor(buf1, ...));\n"
+     "AOTI_TORCH_ERROR_CODE_CHECK(aoti_torch_cpu_mkldnn__convolution_pointwise(arg0, ...));\n"
+     "AOTI_TORCH_ERROR_CODE_CHECK(aoti_torch_cpu_mkldnn__convolution_pointwise_binary_(buf2, ...));\n"
+     "AOTI_TORCH_ERROR_CODE_CHECK(aoti_torch_cpu__qlinear_pointwise_tensor(buf3, ...));", 3, 2),
+])
+def test_int8_kernel_calls_are_counted_in_either_inductor_wrapper(code, int8, float_):
+    from cpubench.backends.torch_compile import FLOAT_KERNEL_CALL, INT8_KERNEL_CALL
+
+    assert (len(INT8_KERNEL_CALL.findall(code)), len(FLOAT_KERNEL_CALL.findall(code))) == (int8, float_)
