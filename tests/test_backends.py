@@ -68,6 +68,42 @@ def test_executorch_delegation_is_kept_beside_the_cached_program(tiny_onnx, tmp_
     assert again["executorch_delegated"] == first["executorch_delegated"]
 
 
+
+def test_torch_compile_package_is_cached_per_cpu_and_rebuilt_when_damaged(tiny_onnx, tmp_path, monkeypatch):
+    monkeypatch.setenv("CPUBENCH_CACHE", str(tmp_path))
+    from cpubench.backends import torch_compile
+
+    got, expected, first = run("torch-compile", tiny_onnx)
+    package = Path(first["artifact_path"])
+    assert package.suffix == ".pt2" and "AOTInductor" in first["torch_compile"]
+    with monkeypatch.context() as patched:  # from the cache: nothing compiled
+        patched.setattr(torch_compile.TorchCompile, "_aot_compile", lambda *a: pytest.fail("compiled again"))
+        cached_got, _, cached = run("torch-compile", tiny_onnx)
+    assert "from the cache" in cached["torch_compile"] and cached["artifact_path"] == str(package)
+    np.testing.assert_array_equal(cached_got, got)
+    with monkeypatch.context() as patched:  # another CPU: its own package, never this one's code
+        patched.setattr(torch_compile, "cpu_identity", lambda: "another-cpu")
+        _, _, other = run("torch-compile", tiny_onnx)
+    assert other["artifact_path"] != str(package) and "from the cache" not in other["torch_compile"]
+    package.write_bytes(package.read_bytes()[:100])  # damaged: compiled again, never loaded
+    again, _, rebuilt = run("torch-compile", tiny_onnx)
+    assert "from the cache" not in rebuilt["torch_compile"]
+    np.testing.assert_allclose(again, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_torch_compile_falls_back_to_jit_when_export_fails(tiny_onnx, tmp_path, monkeypatch):
+    monkeypatch.setenv("CPUBENCH_CACHE", str(tmp_path))
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("data-dependent control flow\nmore detail")
+
+    monkeypatch.setattr(torch.export, "export", refuse)
+    got, expected, info = run("torch-compile", tiny_onnx)
+    assert info["torch_compile"].startswith("torch.compile (torch.export could not take the model: RuntimeError: "
+                                            "data-dependent control flow)")
+    assert "artifact_path" not in info
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
 # What each backend reads back (or sets) to say it runs bfloat16.
 BF16_FACT = {"openvino": ("openvino_inference_precision", "bf16"), "torch": ("torch_autocast", "cpu bfloat16"),
              "torch-compile": ("torch_autocast", "cpu bfloat16")}

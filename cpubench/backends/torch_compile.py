@@ -1,26 +1,43 @@
-"""torch.compile backend: Inductor on the same module, weights frozen into the graph, compiled before timing.
+"""torch-compile backend: PyTorch's Inductor compiler on the same module, weights frozen into the graph, built
+ahead of time and cached.
 
-Compilation happens on the first call, inside `load` (the warm-up call): its time is the row's build time,
-never part of the timing. Inductor's own caches live under the suite's cache folder; with frozen weights they
-save little of the compile on a second run (measured: 8-10 s a model either way), so it stays build time.
+The model is exported (`torch.export`) and compiled by AOTInductor (`torch._inductor.aoti_compile_and_package`):
+the same Inductor code generation as `torch.compile`, with freezing (weights become constants, batch norm folds,
+oneDNN weights are pre-packed) and the C++ wrapper, which calls the kernels from compiled code rather than from a
+generated Python function (10-20% faster on EfficientNet-Lite0's hundred kernels). The package is a file in the
+suite's cache, keyed by model, versions, precision and this CPU's instruction set (the code is built for it), so a
+second run loads it in well under a second instead of compiling for 10-40 s. Compiling is build time, never timed.
 
-int8 is PyTorch's static PT2E path (pt2e.py): torchao's X86InductorQuantizer calibrated on the calibration set,
-then Inductor with freezing, which lowers the quantized patterns to oneDNN int8 kernels (without freezing they run as
-dequantize -> float32 convolution). The first convolution stays float32 (see pt2e.first_convolution). How many int8
-kernels Inductor emitted is read back from its generated code.
+A model that `torch.export` cannot take falls back to `torch.compile` itself (the same settings, compiled on the
+first call, inside `load`), and the row says so.
+
+bf16 is CPU autocast, exported under autocast so the casts are compiled in. int8 is PyTorch's static PT2E path
+(pt2e.py): torchao's X86InductorQuantizer calibrated on the calibration set, then Inductor with freezing, which
+lowers the quantized patterns to oneDNN int8 kernels (without freezing they run as dequantize -> float32
+convolution). The first convolution stays float32 (see pt2e.first_convolution). How many int8 kernels Inductor
+emitted is read back from its generated code.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
-from ..cache import cache_root
-from . import LoadContext
-from .pt2e import first_convolution, quantize
+from ..cache import cache_root, content_key
+from . import BackendUnavailable, LoadContext, cached_conversion, has_torch_module, torch_module
+from .pt2e import first_convolution, int8_versions, quantize
 from .torch_eager import TorchEager
+
+INDUCTOR_OPTIONS = {"freezing": True, "cpp_wrapper": True}
+EXPORT_RECIPE = "torch.export non-strict; bf16 as autocast inside forward"
+X86_INT8_RECIPE = "PT2E, torchao X86InductorQuantizer default config, first convolution float32"
 
 
 class TorchCompile(TorchEager):
@@ -28,25 +45,91 @@ class TorchCompile(TorchEager):
     precisions = ("fp32", "bf16", "int8")
     precision_notes: dict[str, str] = {}
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._call: Callable[[torch.Tensor], Any] | None = None
+        self._jit_autocast = False  # the torch.compile fallback casts at run time; a package has the casts built in
+
     def load(self, ctx: LoadContext) -> None:
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_root() / "inductor"))
+        has_torch_module(ctx, self.name)
+        torch.set_num_threads(ctx.threads)
+        # fp32 means fp32: no TF32/bf16 shortcuts in matrix products (PyTorch's default, set so it cannot drift).
+        torch.set_float32_matmul_precision("highest")
+        self._bf16 = ctx.precision == "bf16"
+        ctx.info.update({"torch_threads": torch.get_num_threads(),
+                         "torch_fp32_matmul": torch.get_float32_matmul_precision(),
+                         "torch_autocast": "cpu bfloat16" if self._bf16 else "off"})
+        versions = {"inductor": INDUCTOR_OPTIONS, "export": EXPORT_RECIPE, "precision": ctx.precision,
+                    "cpu": cpu_identity()}
+        if ctx.precision == "int8":
+            versions.update(int8_versions(ctx, X86_INT8_RECIPE))
+        compiled_now: list[bool] = []
+        try:
+            path = cached_conversion(ctx, "torch-compile", ".pt2", versions,
+                                     lambda: self._aot_compile(ctx, compiled_now))
+        except ExportFailed as failed:
+            self._jit_compile(ctx, failed.module, failed.reason)
+            return
+        self._call = torch._inductor.aoti_load_package(str(path))
+        ctx.info["artifact_path"] = str(path)
+        ctx.info["torch_compile"] = ("Inductor ahead of time (torch.export, AOTInductor): freezing, C++ wrapper, "
+                                     "static shapes" + ("" if compiled_now else "; compiled package from the cache"))
+        if ctx.precision == "int8":
+            ctx.info.update(count_int8_kernels(package_code(path)))
+        if self._bf16:
+            self._check_bf16(ctx)
+
+    def forward(self, inputs: Any) -> Any:
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if self._jit_autocast else contextlib.nullcontext()
+        with torch.inference_mode(), autocast:
+            return self._call(inputs)
+
+    def _check_bf16(self, ctx: LoadContext) -> None:
+        """Read back that the compiled model computes in bfloat16: autocast leaves its output in bfloat16."""
+        dtype = self.forward(torch.zeros(ctx.model.input_shape)).dtype
+        if dtype != torch.bfloat16:
+            raise BackendUnavailable(f"asked Inductor for bf16 (CPU autocast), but the compiled model returns {dtype}")
+
+    def _module_to_compile(self, ctx: LoadContext) -> torch.nn.Module:
+        module = torch_module(ctx, self.name).eval()
+        return self._quantized(ctx, module) if ctx.precision == "int8" else module
+
+    def _aot_compile(self, ctx: LoadContext, compiled_now: list[bool]) -> bytes:
+        """The AOTInductor package's bytes; ExportFailed when torch.export cannot take the model."""
+        module = self._module_to_compile(ctx)
+        example = (torch.zeros(ctx.model.input_shape),)
+        # bf16: autocast inside forward is exported and compiled in (an autocast around export is ignored)
+        try:
+            with torch.no_grad():
+                program = torch.export.export(AutocastBf16(module) if self._bf16 else module, example, strict=False)
+        except Exception as exc:  # noqa: BLE001 - any export failure: torch.compile takes what export cannot
+            raise ExportFailed(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                               module) from exc
+        compiled_now.append(True)
+        with tempfile.TemporaryDirectory() as tmp, torch.no_grad():  # with gradients on, Inductor freezes nothing
+            package = torch._inductor.aoti_compile_and_package(
+                program, package_path=str(Path(tmp) / "model.pt2"), inductor_configs=INDUCTOR_OPTIONS)
+            return Path(package).read_bytes()
+
+    def _jit_compile(self, ctx: LoadContext, module: torch.nn.Module, reason: str) -> None:
+        """torch.compile with the same Inductor settings, compiled now by its first call."""
         import torch._inductor.config as inductor_config
+        from torch._inductor.utils import run_and_get_code
 
-        super().load(ctx)
-        # Freezing: weights become constants, so Inductor folds batch norm and pre-packs weights for oneDNN.
-        inductor_config.freezing = True
-        # The C++ wrapper calls the kernels from compiled code rather than from a generated Python function: about
-        # 1-2 ms less per call on EfficientNet-Lite0's hundred kernels (10-20% on its int8, 4% on ResNet18 fp32,
-        # measured interleaved in one process). It costs a C++ compile of the wrapper at build time.
-        inductor_config.cpp_wrapper = True
+        for option, value in INDUCTOR_OPTIONS.items():
+            setattr(inductor_config, option, value)
+        self._jit_autocast = self._bf16
+        self._call = torch.compile(module, backend="inductor", dynamic=False)
+        ctx.info["torch_compile"] = (f"torch.compile (torch.export could not take the model: {reason[:200]}): "
+                                     "Inductor, freezing, C++ wrapper, static shapes")
+        _, codes = run_and_get_code(self.forward, torch.zeros(ctx.model.input_shape))
         if ctx.precision == "int8":
-            self._module = self._quantized(ctx)
-        self._module = torch.compile(self._module, backend="inductor", dynamic=False)
-        ctx.info["torch_compile"] = "inductor, freezing, static shapes, C++ wrapper"
-        if ctx.precision == "int8":
-            ctx.info.update(int8_kernels(self._module, ctx.model.input_shape))
+            ctx.info.update(count_int8_kernels("\n".join(codes)))
+        if self._bf16:
+            self._check_bf16(ctx)
 
-    def _quantized(self, ctx: LoadContext) -> torch.nn.Module:
+    def _quantized(self, ctx: LoadContext, module: torch.nn.Module) -> torch.nn.Module:
         """The module after PT2E static quantization with torchao's X86InductorQuantizer (pt2e.quantize)."""
         from . import require
 
@@ -57,13 +140,46 @@ class TorchCompile(TorchEager):
         )
 
         quantizer = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config())
-        stem = first_convolution(self._module)
+        stem = first_convolution(module)
         if stem is not None:
             quantizer.set_module_name_qconfig(stem, None)
         ctx.info.update({
             "quantizer": f"torchao {torchao.__version__} X86InductorQuantizer (PT2E, static, per-channel weights)",
             "quantization_float_layers": f"{stem} (the first convolution, on the raw image)" if stem else "none"})
-        return quantize(ctx, self._module, quantizer)
+        return quantize(ctx, module, quantizer)
+
+
+class AutocastBf16(torch.nn.Module):
+    """`module` under CPU bfloat16 autocast, as torch.export records it."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return self.module(x)
+
+
+class ExportFailed(Exception):
+    def __init__(self, reason: str, module: torch.nn.Module) -> None:
+        super().__init__(reason)
+        self.reason, self.module = reason, module
+
+
+def cpu_identity() -> str:
+    """What the compiled code depends on in this CPU: its model name and flags (Inductor builds for the vector
+    instructions it finds, so a package built on an AVX-512 CPU may not run on an AVX2 one)."""
+    from ..machine import cpu_flags, cpu_model_name
+
+    return content_key(model=cpu_model_name(), flags=sorted(cpu_flags()))
+
+
+def package_code(path: Path) -> str:
+    """The C++ Inductor generated, as kept in an AOTInductor package."""
+    with zipfile.ZipFile(path) as package:
+        return "\n".join(package.read(name).decode(errors="replace") for name in package.namelist()
+                         if name.endswith(".cpp"))
 
 
 # Calls in Inductor's generated code: oneDNN's int8 convolution and linear kernels, and the float ones, as the
@@ -76,16 +192,9 @@ FLOAT_KERNEL_CALL = re.compile(r"(?:torch\.ops\.mkldnn\._(?:convolution|linear)_
                                r"|aoti_torch_cpu_(?:convolution|mm_out|addmm_out))(?:\.\w+)?\(")
 
 
-def int8_kernels(compiled: torch.nn.Module, input_shape: tuple[int, ...]) -> dict[str, object]:
-    """Compile now (the first call) and count, in the code Inductor generated, the oneDNN int8 convolution and
-    linear kernels against the float ones. None at all fails: that is not int8."""
-    from torch._inductor.utils import run_and_get_code
-
-    from . import BackendUnavailable
-
-    with torch.inference_mode():
-        _, codes = run_and_get_code(compiled, torch.zeros(input_shape))
-    code = "\n".join(codes)
+def count_int8_kernels(code: str) -> dict[str, object]:
+    """Count, in the code Inductor generated, the oneDNN int8 convolution and linear kernels against the float
+    ones. None at all fails: that is not int8."""
     int8, float_ = len(INT8_KERNEL_CALL.findall(code)), len(FLOAT_KERNEL_CALL.findall(code))
     if int8 == 0:
         raise BackendUnavailable(f"asked Inductor for int8, but its generated code calls no oneDNN int8 kernel "
