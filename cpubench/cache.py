@@ -149,3 +149,20 @@ def usable_entry(path: Path) -> bool:
     else:
         discard_entry(path, problem)
     return False
+
+
+def cached_build_info(artifact: Path, info_path: Path) -> dict | None:
+    """The build info kept beside an intact cached artifact, or None to rebuild: the two are used only as a verified
+    pair (a damaged compiled `.so` is a bus error that kills the process, not an exception, and an artifact whose
+    record of how it was built is lost cannot say what produced its numbers)."""
+    intact = [usable_entry(p) for p in (artifact, info_path)]  # check both: each damaged one is discarded
+    if not all(intact):
+        return None
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        info = None
+    if isinstance(info, dict):
+        return info
+    discard_entry(info_path, "not a JSON object")
+    return None

@@ -96,7 +96,7 @@ def test_seal_makes_a_foreign_file_a_verified_entry(fresh):
 
 
 def test_tvm_info_that_is_not_a_json_object_is_rebuilt(fresh):
-    from cpubench.backends.tvm_relax import cached_build_info
+    from cpubench.cache import cached_build_info
 
     lib = cache.cached_path("tvm", "tiny", ".so")
     info = lib.with_suffix(".json")

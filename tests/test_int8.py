@@ -218,3 +218,12 @@ def test_int8_kernel_calls_are_counted_in_either_inductor_wrapper(code, int8, fl
     from cpubench.backends.torch_compile import FLOAT_KERNEL_CALL, INT8_KERNEL_CALL
 
     assert (len(INT8_KERNEL_CALL.findall(code)), len(FLOAT_KERNEL_CALL.findall(code))) == (int8, float_)
+
+
+@pytest.mark.parametrize("name", ["torch-compile", "executorch", "litert"])
+def test_a_cached_int8_model_still_says_how_it_was_quantized(name, tiny_onnx, tmp_path, monkeypatch):
+    _, _, first = run_int8(name, tiny_onnx, tmp_path, monkeypatch)
+    _, _, cached = run_int8(name, tiny_onnx, tmp_path, monkeypatch)
+    assert (first["conversion"], cached["conversion"]) == ("converted in this run", "from the cache")
+    for key in ("quantizer", "quantization_float_layers", "calibration_images", "int8_compute_ops"):
+        assert cached[key] == first[key], key

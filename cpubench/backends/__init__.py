@@ -106,17 +106,30 @@ def torch_module(ctx: LoadContext, backend: str) -> Any:
 
 def cached_conversion(ctx: LoadContext, kind: str, suffix: str, versions: dict[str, str],
                       convert: Callable[[], bytes]) -> Path:
-    """A converted model file (ExecuTorch .pte, LiteRT .tflite) in the cache, keyed by model, weights, shape and the
-    converter's versions; converted again when missing or damaged."""
+    """A converted model file (torch-compile .pt2, ExecuTorch .pte, LiteRT .tflite) in the cache, keyed by model,
+    weights, shape and the converter's versions; converted again when missing or damaged. What the conversion
+    recorded in ctx.info (quantizer, calibration, its seconds...) is kept beside it (`<file>.info.json`) and given
+    back on every later load, so a number from a cached file still says what produced it; `conversion` says
+    whether it was converted in this run."""
+    import json
     from importlib import metadata
 
-    from ..cache import cached_path, content_key, usable_entry, write_entry
+    from ..cache import cached_build_info, cached_path, content_key, write_entry
 
     key = content_key(model=ctx.model.disk_key, weights=ctx.model.weights_digest, torch=metadata.version("torch"),
                       shape=ctx.model.input_shape, **versions)
     path = cached_path(kind, f"{ctx.model.disk_key}-{key}", suffix)
-    if not usable_entry(path):
+    info_path = path.with_name(path.name + ".info.json")
+    recorded = cached_build_info(path, info_path)
+    if recorded is None:
+        before = dict(ctx.info)
         write_entry(path, convert())
+        recorded = {k: v for k, v in ctx.info.items() if k not in before or before[k] != v}
+        write_entry(info_path, json.dumps(recorded, default=str).encode())
+        ctx.info["conversion"] = "converted in this run"
+    else:
+        ctx.info.update(recorded)
+        ctx.info["conversion"] = "from the cache"
     return path
 
 

@@ -25,8 +25,9 @@ import os
 import re
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -64,17 +65,15 @@ class TorchCompile(TorchEager):
                     "cpu": cpu_identity()}
         if ctx.precision == "int8":
             versions.update(int8_versions(ctx, X86_INT8_RECIPE))
-        compiled_now: list[bool] = []
         try:
-            path = cached_conversion(ctx, "torch-compile", ".pt2", versions,
-                                     lambda: self._aot_compile(ctx, compiled_now))
+            path = cached_conversion(ctx, "torch-compile", ".pt2", versions, lambda: self._aot_compile(ctx))
         except ExportFailed as failed:
             self._jit_compile(ctx, failed.module, failed.reason)
             return
         self._call = torch._inductor.aoti_load_package(str(path))
         ctx.info["artifact_path"] = str(path)
         ctx.info["torch_compile"] = ("Inductor ahead of time (torch.export, AOTInductor): freezing, C++ wrapper, "
-                                     "static shapes" + ("" if compiled_now else "; compiled package from the cache"))
+                                     "static shapes")
         if ctx.precision == "int8":
             ctx.info.update(count_int8_kernels(package_code(path)))
         if self._bf16:
@@ -95,7 +94,7 @@ class TorchCompile(TorchEager):
         module = torch_module(ctx, self.name).eval()
         return self._quantized(ctx, module) if ctx.precision == "int8" else module
 
-    def _aot_compile(self, ctx: LoadContext, compiled_now: list[bool]) -> bytes:
+    def _aot_compile(self, ctx: LoadContext) -> bytes:
         """The AOTInductor package's bytes; ExportFailed when torch.export cannot take the model."""
         module = self._module_to_compile(ctx)
         example = (torch.zeros(ctx.model.input_shape),)
@@ -106,7 +105,6 @@ class TorchCompile(TorchEager):
         except Exception as exc:  # noqa: BLE001 - any export failure: torch.compile takes what export cannot
             raise ExportFailed(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
                                module) from exc
-        compiled_now.append(True)
         with tempfile.TemporaryDirectory() as tmp, torch.no_grad():  # with gradients on, Inductor freezes nothing
             package = torch._inductor.aoti_compile_and_package(
                 program, package_path=str(Path(tmp) / "model.pt2"), inductor_configs=INDUCTOR_OPTIONS)

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from .. import tvm_support as tv
-from ..cache import cached_path, content_key, discard_entry, usable_entry, write_entry
+from ..cache import cached_build_info, cached_path, content_key, write_entry
 from ..errors import UsageError
 from ..log_finder import NoLog, choose_log
 from . import BackendUnavailable, LoadContext, require
@@ -22,22 +22,6 @@ RETUNE_HINT = "pytest -m tune --models {model}{batch}"
 def retune_hint(ctx: LoadContext) -> str:
     batch = ctx.model.input_shape[0]
     return RETUNE_HINT.format(model=ctx.model.name, batch="" if batch == 1 else f" --batch-size {batch}")
-
-
-def cached_build_info(lib_path: Path, info_path: Path) -> dict[str, Any] | None:
-    """The build info of an intact cached library, or None to rebuild: the `.so` and its `.json` are used only as a
-    verified pair, since loading a damaged `.so` is a bus error that kills the process, not an exception."""
-    intact = [usable_entry(p) for p in (lib_path, info_path)]  # check both: each damaged one is discarded
-    if not all(intact):
-        return None
-    try:
-        info = json.loads(info_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        info = None
-    if isinstance(info, dict):
-        return info
-    discard_entry(info_path, "not a JSON object")
-    return None
 
 
 class TvmRelax:
