@@ -54,4 +54,4 @@ lint: $(VENV)/.installed
 CACHE_DIR ?= $(or $(CPUBENCH_CACHE),.cache)
 
 clean-cache:  ## drop the cached exports and builds; the next run redoes them
-	rm -rf $(addprefix $(CACHE_DIR)/,onnx int8 tvm executorch litert inductor)
+	rm -rf $(addprefix $(CACHE_DIR)/,onnx int8 tvm torch-compile executorch litert inductor)
