@@ -76,6 +76,8 @@ def test_torch_compile_package_is_cached_per_cpu_and_rebuilt_when_damaged(tiny_o
     got, expected, first = run("torch-compile", tiny_onnx)
     package = Path(first["artifact_path"])
     assert package.suffix == ".pt2" and "AOTInductor" in first["torch_compile"]
+    # compiling leaves the options (part of the cache key) as they were, or the next load would miss the cache
+    assert torch_compile.INDUCTOR_OPTIONS == {"freezing": True, "cpp_wrapper": True}
     with monkeypatch.context() as patched:  # from the cache: nothing compiled
         patched.setattr(torch_compile.TorchCompile, "_aot_compile", lambda *a: pytest.fail("compiled again"))
         cached_got, _, cached = run("torch-compile", tiny_onnx)

@@ -107,7 +107,8 @@ class TorchCompile(TorchEager):
                                module) from exc
         with tempfile.TemporaryDirectory() as tmp, torch.no_grad():  # with gradients on, Inductor freezes nothing
             package = torch._inductor.aoti_compile_and_package(
-                program, package_path=str(Path(tmp) / "model.pt2"), inductor_configs=INDUCTOR_OPTIONS)
+                program, package_path=str(Path(tmp) / "model.pt2"),
+                inductor_configs=dict(INDUCTOR_OPTIONS))  # a copy: it adds its own keys to the dict it is given
             return Path(package).read_bytes()
 
     def _jit_compile(self, ctx: LoadContext, module: torch.nn.Module, reason: str) -> None:
