@@ -151,18 +151,24 @@ def usable_entry(path: Path) -> bool:
     return False
 
 
+def json_entry(path: Path) -> dict | None:
+    """A cached JSON object, or None when it is missing, damaged or not a JSON object (discarded, with a notice)."""
+    if not usable_entry(path):
+        return None
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        value = None
+    if isinstance(value, dict):
+        return value
+    discard_entry(path, "not a JSON object")
+    return None
+
+
 def cached_build_info(artifact: Path, info_path: Path) -> dict | None:
     """The build info kept beside an intact cached artifact, or None to rebuild: the two are used only as a verified
     pair (a damaged compiled `.so` is a bus error that kills the process, not an exception, and an artifact whose
     record of how it was built is lost cannot say what produced its numbers)."""
-    intact = [usable_entry(p) for p in (artifact, info_path)]  # check both: each damaged one is discarded
-    if not all(intact):
-        return None
-    try:
-        info = json.loads(info_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        info = None
-    if isinstance(info, dict):
-        return info
-    discard_entry(info_path, "not a JSON object")
-    return None
+    intact = usable_entry(artifact)  # checked first and apart: each damaged one is discarded
+    info = json_entry(info_path)
+    return info if intact else None

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..cache import discard_entry, usable_entry, write_entry
+from ..cache import discard_entry, json_entry, write_entry
 from . import BackendUnavailable, LoadContext, cached_conversion, has_torch_module, require, torch_module
 
 INSTALL_HINT = "run `pip install -e '.[executorch]'` (`make` installs it when it can)"
@@ -53,13 +53,8 @@ def describe_delegation(summary: dict[str, Any]) -> str:
 
 def cached_delegation(path: Path) -> dict[str, Any] | None:
     """The delegation summary kept beside a cached program, or None when it is missing or damaged."""
-    if not usable_entry(path):
-        return None
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        summary = None
-    if isinstance(summary, dict) and all(key in summary for key in DELEGATION_KEYS):
+    summary = json_entry(path)
+    if summary is None or all(key in summary for key in DELEGATION_KEYS):
         return summary
     discard_entry(path, "not a delegation summary")
     return None
