@@ -68,7 +68,6 @@ def test_executorch_delegation_is_kept_beside_the_cached_program(tiny_onnx, tmp_
     assert again["executorch_delegated"] == first["executorch_delegated"]
 
 
-
 def test_torch_compile_package_is_cached_per_cpu_and_rebuilt_when_damaged(tiny_onnx, tmp_path, monkeypatch):
     monkeypatch.setenv("CPUBENCH_CACHE", str(tmp_path))
     from cpubench.backends import torch_compile
@@ -105,6 +104,7 @@ def test_torch_compile_falls_back_to_jit_when_export_fails(tiny_onnx, tmp_path, 
                                             "data-dependent control flow)")
     assert "artifact_path" not in info
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
 
 # What each backend reads back (or sets) to say it runs bfloat16.
 BF16_FACT = {"openvino": ("openvino_inference_precision", "bf16"), "torch": ("torch_autocast", "cpu bfloat16"),

@@ -53,14 +53,8 @@ class TorchCompile(TorchEager):
 
     def load(self, ctx: LoadContext) -> None:
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_root() / "inductor"))
-        has_torch_module(ctx, self.name)
-        torch.set_num_threads(ctx.threads)
-        # fp32 means fp32: no TF32/bf16 shortcuts in matrix products (PyTorch's default, set so it cannot drift).
-        torch.set_float32_matmul_precision("highest")
-        self._bf16 = ctx.precision == "bf16"
-        ctx.info.update({"torch_threads": torch.get_num_threads(),
-                         "torch_fp32_matmul": torch.get_float32_matmul_precision(),
-                         "torch_autocast": "cpu bfloat16" if self._bf16 else "off"})
+        has_torch_module(ctx, self.name)  # the module itself is built only to compile: a cached package needs none
+        self._configure(ctx)
         versions = {"inductor": INDUCTOR_OPTIONS, "export": EXPORT_RECIPE, "precision": ctx.precision,
                     "cpu": cpu_identity()}
         if ctx.precision == "int8":

@@ -25,11 +25,14 @@ class TorchEager:
         return torch.__version__
 
     def load(self, ctx: LoadContext) -> None:
-        module = torch_module(ctx, self.name)
+        self._module = torch_module(ctx, self.name).eval()
+        self._configure(ctx)
+
+    def _configure(self, ctx: LoadContext) -> None:
+        """Threads, float32 kept float32, and bf16 as autocast; recorded in ctx.info."""
         torch.set_num_threads(ctx.threads)
         # fp32 means fp32: no TF32/bf16 shortcuts in matrix products (PyTorch's default, set so it cannot drift).
         torch.set_float32_matmul_precision("highest")
-        self._module = module.eval()
         self._bf16 = ctx.precision == "bf16"
         ctx.info.update({"torch_threads": torch.get_num_threads(),
                          "torch_fp32_matmul": torch.get_float32_matmul_precision(),
