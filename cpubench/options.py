@@ -117,6 +117,11 @@ def add_options(parser) -> None:
                     help="length of one timed round; variants take turns in shuffled rotations of such rounds, "
                          "each in its own worker process, until each has had --benchmark-max-time of timed calls "
                          "(pytest.ini sets 3 s); default: 50")
+    group.addoption("--processes", type=positive_int, default=2, metavar="N",
+                    help="worker processes per variant, taking its rounds in turn: a process's speed differs by a few "
+                         "percent from the next one's (memory and thread placement), so each variant's median pools "
+                         "N of them; ONNX Runtime, which every ratio divides by, gets at least 3. A variant whose "
+                         "call outlasts a few rounds (untuned TVM) keeps one; default: 2")
     group.addoption("--worker-timeout", type=positive_int, default=900, metavar="SECONDS",
                     help="a worker that gives no answer to one request (a build, a round) for this long is killed "
                          "and its variant fails; default: 900")
@@ -152,6 +157,7 @@ class Settings:
     round_ms: int = 50
     tune_target: str | None = None
     worker_timeout: int = 900
+    processes: int = 2
 
     @property
     def variants(self) -> tuple[str, ...]:
@@ -189,6 +195,7 @@ class Settings:
             rpc_tracker=opt("rpc_tracker"), rpc_key=opt("rpc_key"),
             gate_file=opt("gate_file"), gate_update=opt("gate_update"),
             round_ms=opt("round_ms"), worker_timeout=opt("worker_timeout"), tune_target=opt("tune_target"),
+            processes=opt("processes"),
         )
         if settings.weights is not None and not settings.weights.is_file():
             raise UsageError(f"--weights: no such file: {settings.weights}")

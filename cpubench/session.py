@@ -5,6 +5,7 @@ report. The pytest process builds the torch model and its ONNX export, and never
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -19,13 +20,16 @@ from .models import BuiltModel, build_model, parse_spec
 from .options import Settings, physical_cores
 from .precision import Variant, cpu_lacks
 from .results import YARDSTICK, BenchRow
-from .schedule import ProcessRotation, Schedule, interleave
+from .schedule import ProcessRotation, Schedule, VariantRounds, interleave
 from .worker import BuildRequest, Worker, WorkerDied, WorkerError, close_all
 from .yardstick import NAME as GEMM
 
 # Worker processes timing the yardstick (ONNX Runtime, 0.4 s to start): every ratio is divided by its median, and one
 # process's median can sit several percent from another's (measured: 58.9% against 62.5-63.1% of the GEMM rate).
 YARDSTICK_PROCESSES = 3
+# A variant whose first call took longer than this (untuned TVM: 0.4-2.5 s) gets a few long rounds: one process.
+POOLED_CALL_LIMIT = 0.2
+STARTING_AT_ONCE = 2  # extra processes built at once (never while anything is timed)
 
 
 @dataclass
@@ -64,7 +68,8 @@ class SuiteSession:
         self._schedules: dict[str, Schedule] = {}
         self._gemm: Worker | BaseException | None = None
         self._flops: dict[str, int | None] = {}
-        self._rotations: dict[tuple[str, str], ProcessRotation] = {}  # the yardstick's processes, per model
+        self._rotations: dict[tuple[str, str], ProcessRotation] = {}  # pooled processes, per (model, variant)
+        self._pool_failures: dict[tuple[str, str], UsageError] = {}  # variants whose processes disagreed
         self.int8 = Int8Session(self)  # quantized models and answers on the evaluation set
         self.boundary: dict[str, dict[str, float]] = {}  # model -> what the process boundary costs (see measure)
         self.results: list[BenchRow] = []
@@ -166,8 +171,15 @@ class SuiteSession:
                       module: str, copy: int = 0, tuning_log: str | None = None,
                       label: str = "") -> tuple[Worker, dict[str, Any]]:
         """A fresh worker process that has built `variant` of the model, and what it said about the build. `copy` >
-        0 is another process of the same variant (the yardstick's, see `timing_runner`); `tuning_log` overrides
+        0 is another process of the same variant (see `timing_runners`); `tuning_log` overrides
         --tuning-log (a log folder the tuner has just made), `label` names such a one-off worker."""
+        worker, request = self._launch(model_name, variant_key, variant, module, copy, tuning_log, label)
+        return worker, self._build(worker, request)
+
+    def _launch(self, model_name: str, variant_key: str, variant: Variant, module: str, copy: int = 0,
+                tuning_log: str | None = None, label: str = "") -> tuple[Worker, BuildRequest]:
+        """A worker process started (from the calling thread: the kernel ends a worker when the thread that started
+        it ends, see worker.die_with_parent) and the request that builds `variant` in it."""
         model = self.model(model_name)
         spec = parse_spec(model_name)
         int8 = variant.precision == "int8"
@@ -191,8 +203,12 @@ class SuiteSession:
                         self.settings.results_dir / "workers" / f"{model.disk_key}-{variant_key}{suffix}.log",
                         env={"OMP_NUM_THREADS": threads, "TVM_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1"},
                         timeout=self.settings.worker_timeout)
+        return worker, request
+
+    @staticmethod
+    def _build(worker: Worker, request: BuildRequest) -> dict[str, Any]:
         try:
-            built = worker.request("build", request, doing="building")
+            return worker.request("build", request, doing="building")
         except WorkerError as exc:
             worker.close()
             if exc.kind == "unavailable":
@@ -200,33 +216,87 @@ class SuiteSession:
             if exc.kind == "usage":
                 raise UsageError(str(exc)) from None
             raise UsageError(f"build failed: {exc} (worker output: {worker.log_path})") from None
-        return worker, built
 
     def timing_runner(self, model: str, variant: str) -> Worker | ProcessRotation:
-        """What times `variant`: its worker; for the yardstick, YARDSTICK_PROCESSES processes taking rounds in turn
-        (every ratio is divided by it, so its process-to-process spread would move them all). The extra processes
-        are built like the first and must give its answer."""
-        loaded = self.loaded(model, variant)
-        if variant != YARDSTICK or YARDSTICK_PROCESSES < 2:
-            return loaded.worker
-        key = (model, variant)
-        if key not in self._rotations:
-            workers = [loaded.worker]
-            for copy in range(1, YARDSTICK_PROCESSES):
-                try:
-                    worker, built = self._start_worker(model, variant, Variant.parse(variant),
-                                                       backend_module(Variant.parse(variant).backend), copy)
-                except (UsageError, BackendUnavailable, WorkerDied):
-                    break  # timed with the processes it has; the count is recorded below
-                scale = float(np.abs(loaded.logits).max()) or 1.0
-                if not np.allclose(built["logits"][0], loaded.logits, rtol=0, atol=1e-4 * scale):
-                    worker.close()
-                    raise UsageError(f"{variant}: a second worker process gave other logits than the first")
-                workers.append(worker)
-            self._rotations[key] = ProcessRotation(workers)
+        """What times `variant` (see `timing_runners`); raises why it cannot be timed."""
+        self.loaded(model, variant)  # raises why it did not build
+        runners = self.timing_runners(model, [variant])
+        if variant not in runners:
+            raise self._pool_failures[(model, variant)]
+        return runners[variant]
+
+    def processes_for(self, model: str, variant: str) -> int:
+        """How many worker processes take `variant`'s rounds in turn: --processes; the yardstick, which every ratio
+        divides by, at least YARDSTICK_PROCESSES; one for a variant whose call outlasts a few rounds."""
+        if variant == YARDSTICK:
+            return max(YARDSTICK_PROCESSES, self.settings.processes)
+        if self.loaded(model, variant).process["first_call_seconds"] > POOLED_CALL_LIMIT:
+            return 1
+        return self.settings.processes
+
+    def timing_runners(self, model: str, variants: list[str]) -> dict[str, Worker | ProcessRotation]:
+        """What times each variant that built: its worker, or several worker processes taking its rounds in turn
+        (`processes_for`). A process's speed differs by a few percent from the next one's (memory placement,
+        thread placement), which interleaving within one process cannot cancel; pooling processes does (pyperf
+        spreads its runs over processes for the same reason). The other processes are started once every variant's
+        first is built (cold start and build time are the first's, measured alone), STARTING_AT_ONCE at a time, and
+        must give the first's answer: a variant whose processes disagree is not timed, and its benchmark fails saying so
+        (its first process's answer is still compared with the others')."""
+        runners: dict[str, Worker | ProcessRotation] = {}
+        wanted: dict[str, int] = {}
+        for variant in variants:
+            try:
+                loaded = self.loaded(model, variant)
+            except (UsageError, BackendUnavailable, WorkerDied):
+                continue  # its own test reports why
+            if (model, variant) in self._pool_failures:
+                continue
+            if (model, variant) in self._rotations:
+                runners[variant] = self._rotations[(model, variant)]
+            elif (count := self.processes_for(model, variant)) > 1:
+                wanted[variant] = count
+            else:
+                runners[variant] = loaded.worker
+                loaded.process["timing_processes"] = 1
+        jobs = [(variant, copy) for variant, count in wanted.items() for copy in range(1, count)]
+        launched = [self._launch(model, variant, Variant.parse(variant), backend_module(Variant.parse(variant).backend),
+                                 copy) for variant, copy in jobs]  # started here, built below
+        with ThreadPoolExecutor(max_workers=STARTING_AT_ONCE) as pool:
+            started = dict(zip(jobs, pool.map(lambda job, worker: self._built_copy(model, *job, *worker), jobs,
+                                              launched), strict=True))
+        for variant, count in wanted.items():
+            loaded = self.loaded(model, variant)
+            workers, copies = [loaded.worker], [started[(variant, copy)] for copy in range(1, count)]
+            workers += [copy for copy in copies if isinstance(copy, Worker)]
+            disagree = [copy for copy in copies if isinstance(copy, UsageError)]
+            if disagree:
+                close_all(workers[1:])
+                self._pool_failures[(model, variant)] = disagree[0]
+                continue
+            self._rotations[(model, variant)] = runners[variant] = ProcessRotation(workers)
             loaded.process["timing_processes"] = len(workers)
             loaded.process["timing_worker_pids"] = [w.pid for w in workers]
-        return self._rotations[key]
+        return {variant: runners[variant] for variant in variants if variant in runners}
+
+    def _built_copy(self, model: str, variant_key: str, copy: int, worker: Worker,
+                    request: BuildRequest) -> Worker | UsageError | None:
+        """Another process of a built variant, built: the worker, a UsageError if its answer differs from the first
+        process's, None if it failed to build (the variant is timed with the processes it has)."""
+        variant = Variant.parse(variant_key)
+        try:
+            built = self._build(worker, request)
+        except (UsageError, BackendUnavailable, WorkerDied):
+            worker.close()
+            return None
+        first = self.loaded(model, variant_key).logits
+        scale = float(np.abs(first).max()) or 1.0
+        if not np.allclose(built["logits"][0], first, rtol=0, atol=1e-4 * scale):
+            worker.close()
+            difference = float(np.abs(built["logits"][0] - first).max())
+            return UsageError(f"worker process {copy + 1} of {variant_key} gave other logits than the first "
+                              f"(max abs difference {difference:.3g}); run it alone: "
+                              f"`{self.reproduce_command(model, variant)}`")
+        return worker
 
     def time_tuned_log(self, model: str, log_dir: Path, seconds: float = 2.0) -> dict[str, Any]:
         """Time the tuned model compiled from `log_dir` (tvm-tuned in a worker of its own) and the yardstick in
@@ -275,18 +345,16 @@ class SuiteSession:
     def measure(self, model: str, variants: list[str], seconds_per_variant: float, min_rounds: int) -> Schedule:
         """Time every variant of `model` that built, together, once per session (the first benchmark asks)."""
         if model not in self._schedules:
-            workers = {}
-            for variant in variants:
-                try:
-                    workers[variant] = self.timing_runner(model, variant)
-                except (UsageError, BackendUnavailable, WorkerDied):
-                    continue  # its own test reports why
+            workers: dict[str, Worker | ProcessRotation] = dict(self.timing_runners(model, variants))
             gemm = self.gemm_worker(model) if workers else None
             if gemm is not None:
                 workers[GEMM] = gemm
             self.boundary[model] = self._boundary_cost(workers)
             schedule = interleave(workers, seconds_per_variant=seconds_per_variant, min_rounds=min_rounds,
                                   round_seconds=self.settings.round_ms / 1e3, always=(YARDSTICK, GEMM))
+            for (name, variant), failure in self._pool_failures.items():
+                if name == model and variant in variants:
+                    schedule.rounds[variant] = VariantRounds(failure=failure)
             for variant, worker in workers.items():
                 if variant != GEMM and schedule.rounds[variant].failure is None:
                     loaded = self.loaded(model, variant)

@@ -143,3 +143,17 @@ def test_variant_keys_round_trip():
         "torch", "torch-bf16", "openvino", "openvino-bf16")
     assert prec.Variant.parse("torch-compile-bf16") == prec.Variant("torch-compile", "bf16")
     assert prec.Variant.parse("tvm-tuned") == prec.Variant("tvm-tuned", "fp32")
+
+
+def test_executorch_runs_programs_without_importing_its_compiler():
+    """A worker that runs a cached program loads ExecuTorch's runtime without its compiler (3.5 s of cold start);
+    a lowering later in the same process still gets the real compiler."""
+    pytest.importorskip("executorch.runtime")
+    import subprocess
+
+    script = ("import sys\nfrom cpubench.backends.executorch_xnnpack import runtime_module\n"
+              "runtime = runtime_module()\nassert runtime.Runtime.get() is not None\n"
+              "assert 'executorch.exir' not in sys.modules and 'executorch.exir.program' not in sys.modules\n"
+              "from executorch.exir import to_edge_transform_and_lower\nprint('ok')\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.stdout.strip().endswith("ok"), out.stderr[-2000:]

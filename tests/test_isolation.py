@@ -160,10 +160,39 @@ def test_a_dying_worker_fails_its_variant_and_the_run_carries_on(tmp_path, tiny_
         assert context["worker_pid"] != os.getpid()
         assert 0 < context["cold_start_seconds"] < 60 and context["rss_after_build_mib"] > 10
         assert context["artifact_bytes"] == tiny_onnx.stat().st_size
+    # Each variant's rounds pooled two processes (--processes), the yardstick's three, each with its own pid.
+    assert rows["openvino"]["context"]["timing_processes"] == 2
+    assert rows["onnxruntime"]["context"]["timing_processes"] == 3
+    pids = [pid for row in rows.values() for pid in row["context"]["timing_worker_pids"]]
+    assert len(set(pids)) == 5 and os.getpid() not in pids
     # pytest-benchmark holds each variant's rounds, as many as the rounds the report counts.
     bench = {b["params"]["backend_name"]: b for b in json.loads(json_out.read_text())["benchmarks"]}
     assert len(bench["onnxruntime"]["stats"]["data"]) == rows["onnxruntime"]["timing"]["rounds"] >= 5
     assert bench["openvino"]["extra_info"]["calls_per_round"]
+
+
+def test_processes_of_one_variant_that_disagree_fail_it_and_the_run_carries_on(tmp_path, tiny_onnx):
+    """A variant's second process must give its first's answer; one that does not fails that variant, naming it."""
+    proc, report = run_benches(tmp_path, tiny_onnx, "onnxruntime,differs-per-process,openvino", "-rA",
+                               "--processes=3")
+    line = next((ln for ln in proc.stdout.splitlines() if "gave other logits than the first" in ln), "")
+    assert "worker process 2 of differs-per-process gave other logits than the first" in line, proc.stdout[-3000:]
+    assert f"run it alone: `pytest benches/ --models onnx:{tiny_onnx} --backends differs-per-process" in line
+    assert f"FAILED benches/test_inference.py::test_inference[onnx:{tiny_onnx.stem}-differs-per-process]" in proc.stdout
+    # Its first process's answer is still compared: the same top-1 (its logits are off on purpose).
+    for passed in ("test_same_top1", "test_ratio_gate"):
+        assert any(ln.startswith("PASSED") and passed in ln for ln in proc.stdout.splitlines()), (passed, line)
+    rows = {r["backend"]: r for r in report["results"]}
+    assert set(rows) == {"onnxruntime", "openvino"}
+    assert rows["openvino"]["context"]["timing_processes"] == 3
+
+
+def test_one_process_per_variant_when_asked(tmp_path, tiny_onnx):
+    proc, report = run_benches(tmp_path, tiny_onnx, "onnxruntime,openvino", "--processes=1")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    rows = {r["backend"]: r for r in report["results"]}
+    assert rows["openvino"]["context"]["timing_processes"] == 1
+    assert rows["onnxruntime"]["context"]["timing_processes"] == 3  # the yardstick keeps its three
 
 
 def test_benchmark_compare_reads_a_saved_run(tmp_path, tiny_onnx):

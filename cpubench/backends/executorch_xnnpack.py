@@ -26,6 +26,36 @@ INSTALL_HINT = "run `pip install -e '.[executorch]'` (`make` installs it when it
 DELEGATION_KEYS = ("backends", "delegated_ops", "ops", "subgraphs", "not_delegated")
 
 
+def runtime_module() -> Any:
+    """`executorch.runtime`, without ExecuTorch's compiler when possible. Its Python bindings import the compiler
+    package (`executorch.exir`, 3.5 s of a 5 s import) for one warning class; a program that is only run needs none
+    of it. So the import goes through an empty stand-in for `executorch.exir` (its submodules still load from their
+    files), which is then removed: a later lowering imports the real one. Should a release need more of the
+    compiler at import, the plain import runs instead."""
+    import importlib.util
+    import sys
+
+    plain = lambda: require("executorch.runtime", "executorch", INSTALL_HINT)  # noqa: E731
+    executorch = require("executorch", "executorch", INSTALL_HINT)
+    if "executorch.exir" in sys.modules or "executorch.runtime" in sys.modules:
+        return plain()
+    spec = importlib.util.find_spec("executorch.exir")
+    if spec is None:
+        return plain()
+    sys.modules["executorch.exir"] = executorch.exir = importlib.util.module_from_spec(spec)
+    try:
+        module = importlib.import_module("executorch.runtime")
+    except Exception:  # anything this release's import needs of the compiler: the plain import below
+        module = None
+        for name in [name for name in sys.modules if name.startswith(("executorch.runtime", "executorch.extension"))]:
+            del sys.modules[name]
+    finally:
+        del sys.modules["executorch.exir"]
+        with contextlib.suppress(AttributeError):
+            del executorch.exir
+    return module if module is not None else plain()
+
+
 def delegation_summary(graph_module: Any) -> dict[str, Any]:
     """What the delegates took of a lowered program, as ExecuTorch's devtools count it: operators inside delegated
     subgraphs, and those left to ExecuTorch's own kernels. The `getitem`s that unpack a delegate's outputs are
@@ -65,7 +95,7 @@ class ExecuTorchXnnpack:
     precisions = ("fp32", "int8")
 
     def __init__(self) -> None:
-        self._runtime = require("executorch.runtime", "executorch", INSTALL_HINT).Runtime
+        self._runtime = runtime_module().Runtime
         self._method = None
         self._delegation: dict[str, Any] | None = None  # set by _lower: what this process's lowering delegated
 
