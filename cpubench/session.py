@@ -20,15 +20,13 @@ from .models import BuiltModel, build_model, parse_spec
 from .options import Settings, physical_cores
 from .precision import Variant, cpu_lacks
 from .results import YARDSTICK, BenchRow
-from .schedule import ProcessRotation, Schedule, VariantRounds, interleave
+from .schedule import LONG_CALL_SECONDS, ProcessRotation, Schedule, VariantRounds, interleave
 from .worker import BuildRequest, Worker, WorkerDied, WorkerError, close_all
 from .yardstick import NAME as GEMM
 
 # Worker processes timing the yardstick (ONNX Runtime, 0.4 s to start): every ratio is divided by its median, and one
 # process's median can sit several percent from another's (measured: 58.9% against 62.5-63.1% of the GEMM rate).
 YARDSTICK_PROCESSES = 3
-# A variant whose first call took longer than this (untuned TVM: 0.4-2.5 s) gets a few long rounds: one process.
-POOLED_CALL_LIMIT = 0.2
 STARTING_AT_ONCE = 2  # extra processes built at once (never while anything is timed)
 
 
@@ -230,7 +228,7 @@ class SuiteSession:
         divides by, at least YARDSTICK_PROCESSES; one for a variant whose call outlasts a few rounds."""
         if variant == YARDSTICK:
             return max(YARDSTICK_PROCESSES, self.settings.processes)
-        if self.loaded(model, variant).process["first_call_seconds"] > POOLED_CALL_LIMIT:
+        if self.loaded(model, variant).process["first_call_seconds"] > LONG_CALL_SECONDS:
             return 1
         return self.settings.processes
 
