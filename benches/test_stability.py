@@ -41,7 +41,9 @@ while True:
 """
 
 
-def one_run(settings, out: Path, label: str) -> dict[str, float]:
+def one_run(settings, out: Path, label: str) -> tuple[dict[str, dict[str, float]], set[str]]:
+    """One fresh benchmark run: every variant's ratio to ONNX Runtime ({value, low, high}), and the variants whose
+    calls are too long to hold."""
     cmd = [sys.executable, "-m", "pytest", str(REPO_ROOT / "benches"), "-k", "test_inference", "-p", "no:randomly",
            "-p", "no:cacheprovider", "-q", f"--models={','.join(settings.models)}",
            f"--backends={','.join(settings.backends)}", f"--precision={','.join(settings.precisions)}",
@@ -52,7 +54,7 @@ def one_run(settings, out: Path, label: str) -> dict[str, float]:
     data = json.loads(report.read_text())
     slow = {f"{r['model']}-{r['backend']}" for r in data["results"]
             if r["timing"] and r["timing"]["median"] > LONG_CALL_SECONDS}
-    return {key: value["value"] for key, value in data["ratios_vs_onnxruntime"].items()
+    return {key: value for key, value in data["ratios_vs_onnxruntime"].items()
             if not key.endswith("-onnxruntime")}, slow
 
 
@@ -73,23 +75,30 @@ def test_ratios_do_not_depend_on_when_they_were_timed(suite, tmp_path):
     assert keys, "no variant besides onnxruntime was timed in every run"
     rows, failures = {}, []
     for key in keys:
-        values = [run[key] for run in quiet]
+        values = [run[key]["value"] for run in quiet]
         spread = max(values) / min(values) - 1
-        drift = disturbed[key] / median(values) - 1
-        rows[key] = {"quiet": values, "spread": spread, "hog": disturbed[key], "hog_drift": drift,
-                     "held": key not in slow}
+        drift = disturbed[key]["value"] / median(values) - 1
+        # Whether the quiet runs' own 95% intervals overlap: if they do, the runs differ by no more than each
+        # run's own uncertainty says they may.
+        overlap = max(run[key]["low"] for run in quiet) <= min(run[key]["high"] for run in quiet)
+        rows[key] = {"quiet": values, "spread": spread, "hog": disturbed[key]["value"], "hog_drift": drift,
+                     "held": key not in slow, "quiet_intervals": [[run[key]["low"], run[key]["high"]] for run in quiet],
+                     "hog_interval": [disturbed[key]["low"], disturbed[key]["high"]], "intervals_overlap": overlap}
         if key in slow:
             continue
         if spread > QUIET_SPREAD:
             failures.append(f"{key}: quiet runs {', '.join(f'{v:.3f}' for v in values)} spread {spread:.1%}")
         if abs(drift) > HOG_DRIFT:
-            failures.append(f"{key}: beside a CPU hog {disturbed[key]:.3f}, {drift:+.1%} from the quiet median")
+            failures.append(f"{key}: beside a CPU hog {disturbed[key]['value']:.3f}, {drift:+.1%} from the quiet "
+                            "median")
     out = settings.results_dir / "stability.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"minutes": round((time.time() - started) / 60, 1), "threads": settings.threads,
                                "ratios_vs_onnxruntime": rows}, indent=2), encoding="utf-8")
-    print("\nratio to onnxruntime: quiet runs (spread) | beside a CPU hog (drift)")
+    print("\nratio to onnxruntime: quiet runs (spread; whether their own 95% intervals overlap) | beside a CPU hog "
+          "(drift)")
     for key, row in rows.items():
-        print(f"  {key}: {' '.join(f'{v:.3f}' for v in row['quiet'])} ({row['spread']:.1%}) | {row['hog']:.3f} "
-              f"({row['hog_drift']:+.1%})" + ("" if row["held"] else f"  (calls over {LONG_CALL_SECONDS} s: not held)"))
+        print(f"  {key}: {' '.join(f'{v:.3f}' for v in row['quiet'])} ({row['spread']:.1%}; intervals "
+              f"{'overlap' if row['intervals_overlap'] else 'apart'}) | {row['hog']:.3f} ({row['hog_drift']:+.1%})"
+              + ("" if row["held"] else f"  (calls over {LONG_CALL_SECONDS} s: not held)"))
     assert not failures, "; ".join(failures)
