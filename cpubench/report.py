@@ -165,8 +165,9 @@ def context_lines(rows: list[BenchRow], suite) -> list[str]:
             continue
         share = cost["timer_seconds_per_call"] / min(timed) * 100
         trip_us = cost["round_trip_seconds"] * 1e6
-        lines.append(f"- {model}: every variant in its own worker process, timed in interleaved rotations of "
-                     f"{settings.round_ms} ms rounds; the process boundary costs {trip_us:.0f} µs a round trip, "
+        lines.append(f"- {model}: every variant in worker processes of its own ({processes_summary(rows, model)}), "
+                     f"timed in interleaved rotations of {settings.round_ms} ms rounds; the process boundary costs "
+                     f"{trip_us:.0f} µs a round trip, "
                      "paid between rounds and in no sample (each worker times its own calls); the "
                      f"timing loop adds {cost['timer_seconds_per_call'] * 1e6:.2f} µs a call, {share:.3f}% of the "
                      "fastest median")
@@ -212,3 +213,15 @@ def write_report(suite, terminalreporter) -> dict[str, Path]:
     paths["json"].write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
     tr.write_line("report written: " + ", ".join(str(p) for p in paths.values()))
     return paths
+
+
+def processes_summary(rows: list[BenchRow], model: str) -> str:
+    """`2 per variant taking its rounds in turn; onnxruntime 3, tvm 1`: how many worker processes timed each row."""
+    from collections import Counter
+
+    counts = {r.backend: int(r.context.get("timing_processes", 1)) for r in rows if r.model == model and r.timing}
+    if not counts:
+        return "none timed"
+    usual = Counter(counts.values()).most_common(1)[0][0]
+    others = ", ".join(f"{name} {count}" for name, count in counts.items() if count != usual)
+    return f"{usual} per variant taking its rounds in turn" + (f"; {others}" if others else "")

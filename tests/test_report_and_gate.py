@@ -229,3 +229,16 @@ def test_confirm_ratio_times_both_again_interleaved():
     ratio = gate.confirm_ratio(SimpleNamespace(retime=retime), "resnet18", "torch")
     assert asked == [("resnet18", ["onnxruntime", "torch"])]
     assert ratio.value == pytest.approx(3.0) and ratio.pairs == 6  # the drift (1+r) cancels in each pair
+
+
+def test_the_report_says_how_many_processes_timed_each_variant():
+    from cpubench.report import processes_summary
+
+    timing = {"median": 0.01}
+    rows = [BenchRow("m", "onnxruntime", 1, timing, {"timing_processes": 3}),
+            BenchRow("m", "openvino", 1, timing, {"timing_processes": 2}),
+            BenchRow("m", "torch", 1, timing, {"timing_processes": 2}),
+            BenchRow("m", "tvm", 1, timing, {"timing_processes": 1}),
+            BenchRow("other", "torch", 1, timing, {"timing_processes": 5})]
+    assert processes_summary(rows, "m") == "2 per variant taking its rounds in turn; onnxruntime 3, tvm 1"
+    assert processes_summary(rows, "none") == "none timed"
