@@ -16,6 +16,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from statistics import median
 from typing import Any, Protocol
 
 DEFAULT_ROUND_SECONDS = 0.05
@@ -151,3 +152,23 @@ def paired_ratios(numerator: VariantRounds, denominator: VariantRounds) -> list[
     """numerator / denominator, per rotation both took part in: ratios of neighbours in time."""
     a, b = numerator.round_means, denominator.round_means
     return [a[r] / b[r] for r in sorted(a) if r in b and b[r] > 0]
+
+
+def boundary_cost(workers: dict[str, RoundRunner], failures: tuple[type[BaseException], ...],
+                  pings: int = 20) -> dict[str, float]:
+    """What the process boundary costs a round, measured now: the round trip of an empty request (paid between
+    rounds, never inside a sample: a worker times its own calls) and the timing loop's own cost per call. A worker
+    that fails one of `failures` is left out."""
+    trips, overheads = [], []
+    for worker in workers.values():
+        try:
+            for _ in range(pings):
+                start = time.perf_counter()
+                worker.request("ping")
+                trips.append(time.perf_counter() - start)
+            overheads.append(worker.request("timer_overhead"))
+        except failures:
+            continue
+    if not trips:
+        return {}
+    return {"round_trip_seconds": float(median(trips)), "timer_seconds_per_call": float(median(overheads))}

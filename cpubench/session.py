@@ -20,7 +20,7 @@ from .models import BuiltModel, build_model, parse_spec
 from .options import Settings, physical_cores
 from .precision import Variant, cpu_lacks
 from .results import YARDSTICK, BenchRow
-from .schedule import LONG_CALL_SECONDS, ProcessRotation, Schedule, VariantRounds, interleave
+from .schedule import LONG_CALL_SECONDS, ProcessRotation, Schedule, VariantRounds, boundary_cost, interleave
 from .worker import BuildRequest, Worker, WorkerDied, WorkerError, close_all
 from .yardstick import NAME as GEMM
 
@@ -347,7 +347,7 @@ class SuiteSession:
             gemm = self.gemm_worker(model) if workers else None
             if gemm is not None:
                 workers[GEMM] = gemm
-            self.boundary[model] = self._boundary_cost(workers)
+            self.boundary[model] = boundary_cost(workers, (WorkerDied, WorkerError))
             schedule = interleave(workers, seconds_per_variant=seconds_per_variant, min_rounds=min_rounds,
                                   round_seconds=self.settings.round_ms / 1e3, always=(YARDSTICK, GEMM))
             for (name, variant), failure in self._pool_failures.items():
@@ -375,24 +375,6 @@ class SuiteSession:
         schedule = self._schedules.get(model)
         rounds = schedule.rounds.get(variant) if schedule else None
         return rounds.failure if rounds else None
-
-    @staticmethod
-    def _boundary_cost(workers: dict[str, Worker], pings: int = 20) -> dict[str, float]:
-        """What the process boundary costs a round, measured now: the round trip of an empty request (paid between
-        rounds, never inside a sample: the worker times its own calls) and the timing loop's own cost per call."""
-        trips, overheads = [], []
-        for worker in workers.values():
-            try:
-                for _ in range(pings):
-                    start = time.perf_counter()
-                    worker.request("ping")
-                    trips.append(time.perf_counter() - start)
-                overheads.append(worker.request("timer_overhead"))
-            except (WorkerDied, WorkerError):
-                continue
-        if not trips:
-            return {}
-        return {"round_trip_seconds": float(np.median(trips)), "timer_seconds_per_call": float(np.median(overheads))}
 
     def retime(self, model: str, variants: list[str], seconds_per_variant: float = 1.0,
                min_rounds: int = 10) -> Schedule:
