@@ -220,3 +220,20 @@ def test_a_gate_that_compared_nothing_fails(tmp_path, tiny_onnx):
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("E") and "the gate compared nothing" in ln), "")
     assert "FAILED benches/test_ratio_gate.py::test_ratio_gate" in proc.stdout, proc.stdout[-3000:]
     assert "torch not checked (skipped:" in line and "torch-compile not checked (skipped:" in line, line
+
+
+def test_the_boundary_cost_leaves_out_a_failing_worker():
+    from cpubench.schedule import boundary_cost
+
+    class Fake:
+        def __init__(self, fails: bool) -> None:
+            self.fails = fails
+
+        def request(self, kind, *args, **kwargs):
+            if self.fails:
+                raise ConnectionError("gone")
+            return 2e-7 if kind == "timer_overhead" else 0.0
+
+    cost = boundary_cost({"a": Fake(False), "b": Fake(True)}, (ConnectionError,), pings=3)
+    assert cost["timer_seconds_per_call"] == 2e-7 and 0 <= cost["round_trip_seconds"] < 0.01
+    assert boundary_cost({"b": Fake(True)}, (ConnectionError,)) == {}
