@@ -11,6 +11,7 @@ import pytest
 from cpubench import tvm_support as tv
 from cpubench.errors import UsageError
 from cpubench.tuning import DEFAULT_TRIALS_PER_TASK, TuneBudget, tune_model
+from cpubench.tuning.model_timing import time_in_workers
 
 
 @pytest.mark.tune
@@ -31,7 +32,7 @@ def test_tune(suite, model_name, capsys):
                                  rpc_tracker=settings.rpc_tracker, rpc_key=settings.rpc_key,
                                  emit=lambda line: print(line, flush=True), tune_target=settings.tune_target,
                                  # the tuned model and ONNX Runtime, each in its own worker, interleaved
-                                 measure=lambda log_dir: suite.time_tuned_log(model_name, log_dir))
+                                 measure=lambda log_dir: time_in_workers(suite, model_name, log_dir))
     except UsageError as exc:
         pytest.fail(str(exc), pytrace=False)
     meta = outcome.metadata

@@ -148,14 +148,17 @@ def load_backend(suite: SuiteSession, model: str, backend: str, benchmark=None) 
 
 
 def timed_rounds(config, suite: SuiteSession, benchmark, model: str, variant: str) -> dict[int, float]:
-    """This variant's rounds from the interleaved timing of every variant of `model` in this run (done once, by the
-    first benchmark of the model to run), handed to pytest-benchmark as its rounds: `--benchmark-json`, `-compare`,
-    `-autosave` and histograms hold them. Empty when benchmarks are disabled."""
+    """This variant's rounds from the interleaved timing of every variant of every model in this run (done once, by
+    the first benchmark to run: each model's rounds spread over the whole timing span), handed to pytest-benchmark
+    as its rounds: `--benchmark-json`, `-compare`, `-autosave` and histograms hold them. Empty when benchmarks are
+    disabled."""
     if benchmark.disabled:
         return {}
-    planned = list(config.stash.get(PLAN_KEY, {}).get(model, {})) or [variant]
+    plan = config.stash.get(PLAN_KEY, {})
+    planned = list(plan.get(model, {})) or [variant]
     schedule = suite.measure(model, planned, seconds_per_variant=float(config.getoption("benchmark_max_time")),
-                             min_rounds=int(config.getoption("benchmark_min_rounds")))
+                             min_rounds=int(config.getoption("benchmark_min_rounds")),
+                             together={name: list(variants) for name, variants in plan.items()})
     rounds = schedule.rounds.get(variant)
     if rounds is None:
         pytest.fail(f"{model}-{variant}: built, but not part of its model's timing", pytrace=False)
@@ -165,7 +168,9 @@ def timed_rounds(config, suite: SuiteSession, benchmark, model: str, variant: st
     for seconds in rounds.values:
         stats.update(seconds)
     benchmark.extra_info.update({"rounds_rotations": schedule.rotations, "round_ms": schedule.round_seconds * 1e3,
-                                 "calls_per_round": [len(c) for c in rounds.calls.values()]})
+                                 "calls_per_round": [len(c) for c in rounds.calls.values()],
+                                 # when each round began (Unix time): drift can be plotted against it
+                                 "round_started_at": [round(rounds.started[r], 3) for r in rounds.calls]})
     return rounds.round_means
 
 

@@ -159,15 +159,18 @@ def context_lines(rows: list[BenchRow], suite) -> list[str]:
                          f"{c['cpu_gemm_gflops']:.0f} GFLOP/s [{c['cpu_gemm_gflops_low']:.0f}, "
                          f"{c['cpu_gemm_gflops_high']:.0f}] ({settings.threads} threads, numpy matmul "
                          "1024x1024x1024)")
-    for model, cost in getattr(suite, "boundary", {}).items():
+    boundaries = getattr(suite, "boundary", {})
+    for model, cost in boundaries.items():
         timed = [r.timing["median"] for r in rows if r.model == model and r.timing]
+        others = [name for name in boundaries if name != model]
+        shared = f" (shared with {', '.join(others)}'s variants)" if others else ""
         if not cost or not timed:
             continue
         share = cost["timer_seconds_per_call"] / min(timed) * 100
         trip_us = cost["round_trip_seconds"] * 1e6
         lines.append(f"- {model}: every variant in worker processes of its own ({processes_summary(rows, model)}), "
-                     f"timed in interleaved rotations of {settings.round_ms} ms rounds; the process boundary costs "
-                     f"{trip_us:.0f} µs a round trip, "
+                     f"timed in interleaved rotations of {settings.round_ms} ms rounds{shared}; the process boundary "
+                     f"costs {trip_us:.0f} µs a round trip, "
                      "paid between rounds and in no sample (each worker times its own calls); the "
                      f"timing loop adds {cost['timer_seconds_per_call'] * 1e6:.2f} µs a call, {share:.3f}% of the "
                      "fastest median")
@@ -224,4 +227,5 @@ def processes_summary(rows: list[BenchRow], model: str) -> str:
         return "none timed"
     usual = Counter(counts.values()).most_common(1)[0][0]
     others = ", ".join(f"{name} {count}" for name, count in counts.items() if count != usual)
-    return f"{usual} per variant taking its rounds in turn" + (f"; {others}" if others else "")
+    turns = " taking its rounds in turn" if usual > 1 else ""
+    return f"{usual} per variant{turns}" + (f"; {others}" if others else "")

@@ -63,6 +63,7 @@ class VariantRounds:
     """One variant's rounds: per rotation index, the seconds of each timed call in that round."""
 
     calls: dict[int, list[float]] = field(default_factory=dict)
+    started: dict[int, float] = field(default_factory=dict)  # rotation -> when its round began (Unix time)
     failure: BaseException | None = None  # the worker died or failed mid-way; its rounds so far are kept
 
     @property
@@ -86,8 +87,8 @@ class Schedule:
     order: list[list[str]] = field(default_factory=list)  # the shuffled order of each rotation
 
 
-def plan_rotations(call_seconds: dict[str, float], seconds_per_variant: float, round_seconds: float,
-                   min_rounds: int, always: tuple[str, ...] = ()) -> dict[str, list[int]]:
+def plan_rotations(call_seconds: dict[Any, float], seconds_per_variant: float, round_seconds: float,
+                   min_rounds: int, always: tuple[Any, ...] = ()) -> dict[Any, list[int]]:
     """Which rotations each variant takes part in. Every variant gets at least `min_rounds` rounds and about
     `seconds_per_variant` of timed calls; a variant whose single call outlasts a round takes part in evenly spaced
     rotations only, so it does not stretch every rotation. Variants in `always` take part in every rotation (the
@@ -104,10 +105,11 @@ def plan_rotations(call_seconds: dict[str, float], seconds_per_variant: float, r
     return plan
 
 
-def interleave(workers: dict[str, RoundRunner], *, seconds_per_variant: float, min_rounds: int,
-               round_seconds: float = DEFAULT_ROUND_SECONDS, always: tuple[str, ...] = (), seed: int | None = None,
-               on_failure: Callable[[str, BaseException], None] | None = None) -> Schedule:
-    """Time every worker in interleaved rounds. A worker that dies drops out; the others carry on."""
+def interleave(workers: dict[Any, RoundRunner], *, seconds_per_variant: float, min_rounds: int,
+               round_seconds: float = DEFAULT_ROUND_SECONDS, always: tuple[Any, ...] = (), seed: int | None = None,
+               on_failure: Callable[[Any, BaseException], None] | None = None) -> Schedule:
+    """Time every worker in interleaved rounds. A worker that dies drops out; the others carry on. Workers are keyed
+    by any name: a variant, or (model, variant) when several models share the rotations."""
     rng = random.Random(seed)
     started = time.perf_counter()
     rounds = {name: VariantRounds() for name in workers}
@@ -137,9 +139,11 @@ def interleave(workers: dict[str, RoundRunner], *, seconds_per_variant: float, m
         for name in names:
             # A call longer than a round wakes the pool by itself: no untimed call before it.
             warmup = WARMUP_SECONDS if call_seconds.get(name, 0.0) < round_seconds else 0.0
+            began = time.time()
             calls = run(name, rotation, warmup)
             if calls is not None:
                 rounds[name].calls[rotation] = calls
+                rounds[name].started[rotation] = began
                 call_seconds.setdefault(name, min(calls))
         if rotation == 0:
             plan = plan_rotations(call_seconds, seconds_per_variant, round_seconds, min_rounds, always)
@@ -154,7 +158,7 @@ def paired_ratios(numerator: VariantRounds, denominator: VariantRounds) -> list[
     return [a[r] / b[r] for r in sorted(a) if r in b and b[r] > 0]
 
 
-def boundary_cost(workers: dict[str, RoundRunner], failures: tuple[type[BaseException], ...],
+def boundary_cost(workers: dict[Any, RoundRunner], failures: tuple[type[BaseException], ...],
                   pings: int = 20) -> dict[str, float]:
     """What the process boundary costs a round, measured now: the round trip of an empty request (paid between
     rounds, never inside a sample: a worker times its own calls) and the timing loop's own cost per call. A worker

@@ -1,6 +1,7 @@
 """Per-session state: each (model, variant) is built once in its own worker process, its answer on the photo kept,
-and each model's variants timed together in interleaved rounds once; every benchmark's numbers collected for the
-report. The pytest process builds the torch model and its ONNX export, and never times anything itself."""
+and the variants of every model of the run timed together in interleaved rounds once; every benchmark's numbers
+collected for the report. The pytest process builds the torch model and its ONNX export, and never times anything
+itself."""
 
 from __future__ import annotations
 
@@ -143,7 +144,7 @@ class SuiteSession:
         lacking = cpu_lacks(variant.precision)
         if lacking:
             raise BackendUnavailable(lacking)
-        worker, built = self._start_worker(model_name, variant_key, variant, backend_module(variant.backend))
+        worker, built = self.start_worker(model_name, variant_key, variant, backend_module(variant.backend))
         cold_start = time.perf_counter() - worker.started_at
         logits = built["logits"]
         if logits.ndim != 2 or logits.shape[0] != self.settings.batch_size:
@@ -165,9 +166,9 @@ class SuiteSession:
         return LoadedBackend(model_name, variant_key, built["backend_name"], built["version"], worker, logits[0],
                              built["load_seconds"], info, process)
 
-    def _start_worker(self, model_name: str, variant_key: str, variant: Variant,
-                      module: str, copy: int = 0, tuning_log: str | None = None,
-                      label: str = "") -> tuple[Worker, dict[str, Any]]:
+    def start_worker(self, model_name: str, variant_key: str, variant: Variant,
+                     module: str, copy: int = 0, tuning_log: str | None = None,
+                     label: str = "") -> tuple[Worker, dict[str, Any]]:
         """A fresh worker process that has built `variant` of the model, and what it said about the build. `copy` >
         0 is another process of the same variant (see `timing_runners`); `tuning_log` overrides
         --tuning-log (a log folder the tuner has just made), `label` names such a one-off worker."""
@@ -296,37 +297,11 @@ class SuiteSession:
                               f"`{self.reproduce_command(model, variant)}`")
         return worker
 
-    def time_tuned_log(self, model: str, log_dir: Path, seconds: float = 2.0) -> dict[str, Any]:
-        """Time the tuned model compiled from `log_dir` (tvm-tuned in a worker of its own) and the yardstick in
-        interleaved rounds, as a benchmark run would: the tuner's final number and its ratio, never timed in the
-        tuning process. Built, timed, closed."""
-        from .schedule import paired_ratios
-        from .stats import median_interval
-
-        variant = Variant("tvm-tuned")
-        worker, _ = self._start_worker(model, variant.key, variant, backend_module(variant.backend),
-                                       tuning_log=str(log_dir), label="just-tuned")
-        try:
-            yardstick = self.timing_runner(model, YARDSTICK)
-            schedule = interleave({variant.key: worker, YARDSTICK: yardstick}, seconds_per_variant=seconds,
-                                  min_rounds=10, round_seconds=self.settings.round_ms / 1e3, always=(YARDSTICK,))
-        finally:
-            worker.close()
-        tuned, reference = schedule.rounds[variant.key], schedule.rounds[YARDSTICK]
-        for rounds in (tuned, reference):
-            if rounds.failure is not None:
-                raise UsageError(f"timing the tuned model: {rounds.failure}")
-        ratio, low, high = median_interval(paired_ratios(tuned, reference))
-        return {"model_ms": float(np.median(tuned.values)) * 1e3, "reference_backend": YARDSTICK,
-                "reference_ms": float(np.median(reference.values)) * 1e3, "ratio": ratio, "ratio_low": low,
-                "ratio_high": high, "timed": f"tvm-tuned and {YARDSTICK} in worker processes of their own, "
-                                          f"{schedule.rotations} interleaved rotations"}
-
     def gemm_worker(self, model_name: str) -> Worker | None:
         """The worker timing this CPU's float32 GEMM rate beside the models (one for the session)."""
         if self._gemm is None:
             try:
-                self._gemm, _ = self._start_worker(model_name, GEMM, Variant(GEMM), "cpubench.yardstick")
+                self._gemm, _ = self.start_worker(model_name, GEMM, Variant(GEMM), "cpubench.yardstick")
             except (UsageError, BackendUnavailable, WorkerDied) as exc:
                 self._gemm = exc
         return self._gemm if isinstance(self._gemm, Worker) else None
@@ -340,30 +315,46 @@ class SuiteSession:
             self._flops[model_name] = model_flops(model.module, model.input_shape)
         return self._flops[model_name]
 
-    def measure(self, model: str, variants: list[str], seconds_per_variant: float, min_rounds: int) -> Schedule:
-        """Time every variant of `model` that built, together, once per session (the first benchmark asks)."""
+    def measure(self, model: str, variants: list[str], seconds_per_variant: float, min_rounds: int,
+                together: dict[str, list[str]] | None = None) -> Schedule:
+        """Time every variant of `model` that built, once per session (the first benchmark asks), in the same
+        rotations as the variants of every model in `together` (the run's other models): each model's rounds then
+        spread over the whole timing span of the run, not over its own share of it, so a change of the machine that
+        lasts a minute weighs less on any model's ratios. Ratios still pair rounds of one rotation."""
         if model not in self._schedules:
-            workers: dict[str, Worker | ProcessRotation] = dict(self.timing_runners(model, variants))
-            gemm = self.gemm_worker(model) if workers else None
-            if gemm is not None:
-                workers[GEMM] = gemm
-            self.boundary[model] = boundary_cost(workers, (WorkerDied, WorkerError))
-            schedule = interleave(workers, seconds_per_variant=seconds_per_variant, min_rounds=min_rounds,
-                                  round_seconds=self.settings.round_ms / 1e3, always=(YARDSTICK, GEMM))
+            plan = {name: list(planned) for name, planned in (together or {}).items() if name not in self._schedules}
+            plan[model] = list(variants)
+            self._measure_together(plan, seconds_per_variant, min_rounds)
+        return self._schedules[model]
+
+    def _measure_together(self, plan: dict[str, list[str]], seconds_per_variant: float, min_rounds: int) -> None:
+        workers: dict[tuple[str, str], Worker | ProcessRotation] = {
+            (model, variant): runner for model, variants in plan.items()
+            for variant, runner in self.timing_runners(model, variants).items()}
+        gemm = self.gemm_worker(next(iter(plan))) if workers else None
+        if gemm is not None:
+            workers[("", GEMM)] = gemm
+        boundary = boundary_cost(workers, (WorkerDied, WorkerError))
+        always = tuple((model, YARDSTICK) for model in plan) + (("", GEMM),)
+        joint = interleave(workers, seconds_per_variant=seconds_per_variant, min_rounds=min_rounds,
+                           round_seconds=self.settings.round_ms / 1e3, always=always)
+        for model, variants in plan.items():
+            rounds = {key[1]: value for key, value in joint.rounds.items() if key[0] == model or key[1] == GEMM}
             for (name, variant), failure in self._pool_failures.items():
                 if name == model and variant in variants:
-                    schedule.rounds[variant] = VariantRounds(failure=failure)
-            for variant, worker in workers.items():
-                if variant != GEMM and schedule.rounds[variant].failure is None:
-                    loaded = self.loaded(model, variant)
-                    try:
-                        memory = worker.request("memory", doing="reading its memory use")
-                    except (WorkerDied, WorkerError):
-                        continue
-                    if loaded.process.get("peak_reset"):
-                        loaded.process["peak_inference_mib"] = memory["peak_kib"] / 1024
-            self._schedules[model] = schedule
-        return self._schedules[model]
+                    rounds[variant] = VariantRounds(failure=failure)
+            order = [[key[1] for key in keys if key[0] == model or key[1] == GEMM] for keys in joint.order]
+            self._schedules[model] = replace(joint, rounds=rounds, order=order)
+            self.boundary[model] = boundary
+        for (model, variant), worker in workers.items():
+            if variant != GEMM and joint.rounds[(model, variant)].failure is None:
+                loaded = self.loaded(model, variant)
+                try:
+                    memory = worker.request("memory", doing="reading its memory use")
+                except (WorkerDied, WorkerError):
+                    continue
+                if loaded.process.get("peak_reset"):
+                    loaded.process["peak_inference_mib"] = memory["peak_kib"] / 1024
 
     def gemm_rounds(self, model: str) -> dict[int, float]:
         """The GEMM's rounds in `model`'s timing: per rotation, seconds per call."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from cpubench.results import BenchRow, ratio_of
 from cpubench.schedule import ProcessRotation, VariantRounds, interleave, paired_ratios, plan_rotations
-from cpubench.stats import median_interval
+from cpubench.stats import block_length, median_interval
 from cpubench.worker import Worker, all_threads_stopped, close_all, describe_exit
 
 REPO = Path(__file__).resolve().parent.parent
@@ -81,18 +82,35 @@ def test_median_interval_brackets_the_median_and_narrows_with_tighter_data():
     assert median_interval([3.0]) == (3.0, 3.0, 3.0)
 
 
+def test_median_interval_widens_when_neighbouring_rounds_drift_together():
+    """Rounds that drift with the machine are not independent: the block bootstrap's interval is wider than one that
+    resamples single rounds, on the same values; on shuffled values the two agree more closely."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    drifting = list(1.0 + 0.1 * np.sin(np.arange(60) / 6) + rng.normal(0, 0.02, 60))  # slow swings, in time order
+    single = median_interval(drifting, block=1)
+    blocks = median_interval(drifting)  # block_length(60) == 4
+    assert block_length(60) == 4 and block_length(1) == 1 and block_length(8) == 2
+    assert blocks[0] == single[0] and blocks[2] - blocks[1] > 1.3 * (single[2] - single[1])
+    shuffled = list(rng.permutation(drifting))
+    spread = median_interval(shuffled)
+    assert spread[2] - spread[1] < blocks[2] - blocks[1]
+
+
 def test_exit_descriptions_name_the_signal():
     assert describe_exit(-11) == ("SIGSEGV (signal 11)", "SIGSEGV")
     assert describe_exit(-9)[1] == "SIGKILL"
     assert describe_exit(3) == ("exit status 3", "")
 
 
-def run_benches(tmp_path: Path, onnx_file: Path, backends: str, *extra: str) -> tuple[subprocess.CompletedProcess,
-                                                                                       dict]:
+def run_benches(tmp_path: Path, onnx_file: Path | list[Path], backends: str,
+                *extra: str) -> tuple[subprocess.CompletedProcess, dict]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
     results = tmp_path / "results"
+    models = ",".join(f"onnx:{path}" for path in (onnx_file if isinstance(onnx_file, list) else [onnx_file]))
     cmd = [sys.executable, "-m", "pytest", str(REPO / "benches"), "-p", "plugins.crash_plugin", "-p", "no:randomly",
-           "-p", "no:cacheprovider", f"--models=onnx:{onnx_file}", f"--backends={backends}",
+           "-p", "no:cacheprovider", f"--models={models}", f"--backends={backends}",
            "--benchmark-max-time=0.5", f"--results-dir={results}", "-q", *extra]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     report = json.loads((results / "report.json").read_text()) if (results / "report.json").exists() else {}
@@ -169,6 +187,33 @@ def test_a_dying_worker_fails_its_variant_and_the_run_carries_on(tmp_path, tiny_
     bench = {b["params"]["backend_name"]: b for b in json.loads(json_out.read_text())["benchmarks"]}
     assert len(bench["onnxruntime"]["stats"]["data"]) == rows["onnxruntime"]["timing"]["rounds"] >= 5
     assert bench["openvino"]["extra_info"]["calls_per_round"]
+
+
+def test_every_model_of_a_run_is_timed_in_the_same_rotations(tmp_path, tiny_onnx):
+    """Two models in one run share their rotations, so each model's rounds spread over the run's whole timing span
+    rather than over its own half of it: the rounds of one model start between those of the other."""
+    second = tmp_path / "second_tiny.onnx"
+    shutil.copy(tiny_onnx, second)
+    proc, report = run_benches(tmp_path, [tiny_onnx, second], "onnxruntime,openvino")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    rows = {(r["model"], r["backend"]): r for r in report["results"]}
+    models = sorted({model for model, _ in rows})
+    assert len(models) == 2 and len(rows) == 4, sorted(rows)
+    starts = {}
+    for model in models:
+        for backend in ("onnxruntime", "openvino"):
+            row = rows[(model, backend)]
+            started = row["context"]["round_started_at"]
+            assert len(started) == len(row["rounds"]) >= 5 and started == sorted(started)
+            starts[(model, backend)] = dict(zip(row["rounds"], started, strict=True))
+    first, other = (starts[(model, "onnxruntime")] for model in models)
+    assert set(first) == set(other)  # the yardstick of each model in every rotation
+    assert min(first.values()) < max(other.values()) and min(other.values()) < max(first.values())
+    # Each rotation holds both models' rounds: the second model's round of rotation r starts before the first
+    # model's round of rotation r + 2.
+    rotations = sorted(first, key=int)
+    assert all(other[r] < first[later] for r, later in zip(rotations, rotations[2:], strict=False))
+    assert "(shared with" in (tmp_path / "results" / "report.md").read_text()
 
 
 def test_processes_of_one_variant_that_disagree_fail_it_and_the_run_carries_on(tmp_path, tiny_onnx):

@@ -242,3 +242,7 @@ def test_the_report_says_how_many_processes_timed_each_variant():
             BenchRow("other", "torch", 1, timing, {"timing_processes": 5})]
     assert processes_summary(rows, "m") == "2 per variant taking its rounds in turn; onnxruntime 3, tvm 1"
     assert processes_summary(rows, "none") == "none timed"
+    single = [BenchRow("m", "onnxruntime", 1, timing, {"timing_processes": 3}),
+              BenchRow("m", "torch", 1, timing, {"timing_processes": 1}),
+              BenchRow("m", "tvm", 1, timing, {"timing_processes": 1})]
+    assert processes_summary(single, "m") == "1 per variant; onnxruntime 3"  # --processes 1

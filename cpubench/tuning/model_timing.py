@@ -1,4 +1,5 @@
-"""Timing the whole tuned model: compiled from a log exactly as the `tvm-tuned` backend compiles it."""
+"""Timing the whole tuned model: compiled from a log exactly as the `tvm-tuned` backend compiles it, in this process
+(the tuner's checks) or in a worker process beside the yardstick, as a benchmark run times it (the final number)."""
 
 from __future__ import annotations
 
@@ -41,3 +42,35 @@ def measure_model_ms(lowered: Any, target: Any, log_dir: Path, input_shape: tupl
     with tuned_vm(lowered, target, log_dir, input_shape) as (vm, data, _):
         timer = vm.time_evaluator("main", tvm.cpu(), number=5, repeat=repeat)
         return float(np.median(timer(data).results)) * 1e3
+
+
+def time_in_workers(suite: Any, model: str, log_dir: Path, seconds: float = 2.0) -> dict[str, Any]:
+    """Time the tuned model compiled from `log_dir` (tvm-tuned in a worker of its own) and the yardstick in
+    interleaved rounds, as a benchmark run would: the tuner's final number and its ratio, never timed in the
+    tuning process. Built, timed, closed. `suite` is the run's SuiteSession."""
+    import numpy as np
+
+    from ..backends import backend_module
+    from ..precision import Variant
+    from ..results import YARDSTICK
+    from ..schedule import interleave, paired_ratios
+    from ..stats import median_interval
+
+    variant = Variant("tvm-tuned")
+    worker, _ = suite.start_worker(model, variant.key, variant, backend_module(variant.backend),
+                                   tuning_log=str(log_dir), label="just-tuned")
+    try:
+        yardstick = suite.timing_runner(model, YARDSTICK)
+        schedule = interleave({variant.key: worker, YARDSTICK: yardstick}, seconds_per_variant=seconds,
+                              min_rounds=10, round_seconds=suite.settings.round_ms / 1e3, always=(YARDSTICK,))
+    finally:
+        worker.close()
+    tuned, reference = schedule.rounds[variant.key], schedule.rounds[YARDSTICK]
+    for rounds in (tuned, reference):
+        if rounds.failure is not None:
+            raise UsageError(f"timing the tuned model: {rounds.failure}")
+    ratio, low, high = median_interval(paired_ratios(tuned, reference))
+    return {"model_ms": float(np.median(tuned.values)) * 1e3, "reference_backend": YARDSTICK,
+            "reference_ms": float(np.median(reference.values)) * 1e3, "ratio": ratio, "ratio_low": low,
+            "ratio_high": high, "timed": f"tvm-tuned and {YARDSTICK} in worker processes of their own, "
+                                      f"{schedule.rotations} interleaved rotations"}

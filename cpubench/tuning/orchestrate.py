@@ -59,7 +59,7 @@ def tune_model(
     reference backend right after the tuned model, for the ratio stored in the metadata. `tune_target` (an LLVM CPU
     name or ISA level such as `x86-64-v3`) tunes code for that CPU instead of this one, still timed here: the log
     is stored under its name, with this machine in `timed_on`. `measure`, if given, times the finished log as a
-    benchmark run would (`SuiteSession.time_tuned_log`: tuned model and reference in worker processes of their own,
+    benchmark run would (`model_timing.time_in_workers`: tuned model and reference in worker processes of their own,
     interleaved) in place of timing it in this process and calling `reference`."""
     import tvm
     from tvm.s_tir import meta_schedule as ms
