@@ -1,5 +1,5 @@
 """Inference latency of every selected model in every selected variant: each built in its own worker process,
-all variants of a model timed together in interleaved rounds, the rounds handed to pytest-benchmark."""
+the variants of every model timed together in interleaved rounds, the rounds handed to pytest-benchmark."""
 
 from __future__ import annotations
 

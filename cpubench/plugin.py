@@ -161,7 +161,7 @@ def timed_rounds(config, suite: SuiteSession, benchmark, model: str, variant: st
                              together={name: list(variants) for name, variants in plan.items()})
     rounds = schedule.rounds.get(variant)
     if rounds is None:
-        pytest.fail(f"{model}-{variant}: built, but not part of its model's timing", pytrace=False)
+        pytest.fail(f"{model}-{variant}: built, but not part of the run's timing", pytrace=False)
     if rounds.failure is not None:
         pytest.fail(str(rounds.failure), pytrace=False)
     stats = benchmark._make_stats(1)
