@@ -37,7 +37,7 @@ bench: $(VENV)/.installed  ## the comparison over every installed backend, repor
 	$(PY) -m pytest benches/ $(PYTEST_ARGS)
 
 test: $(VENV)/.installed  ## the suite's own tests, then the benchmarks in quick mode with the ratio gate
-	$(PY) -m pytest tests/ $(PYTEST_ARGS)
+	$(PY) -m pytest tests/ --durations=15 $(PYTEST_ARGS)
 	$(PY) -m pytest benches/ --benchmark-max-time=0.5 --benchmark-min-rounds=5 $(PYTEST_ARGS)
 
 tune: $(VENV)/.installed  ## tune TVM for this CPU, warm-started from the nearest stored log (about 15 minutes a model)
