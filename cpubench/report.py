@@ -159,13 +159,12 @@ def context_lines(rows: list[BenchRow], suite) -> list[str]:
                          f"{c['cpu_gemm_gflops']:.0f} GFLOP/s [{c['cpu_gemm_gflops_low']:.0f}, "
                          f"{c['cpu_gemm_gflops_high']:.0f}] ({settings.threads} threads, numpy matmul "
                          "1024x1024x1024)")
-    boundaries = getattr(suite, "boundary", {})
-    for model, cost in boundaries.items():
+    for model, cost in getattr(suite, "boundary", {}).items():
         timed = [r.timing["median"] for r in rows if r.model == model and r.timing]
-        others = [name for name in boundaries if name != model]
-        shared = f" (shared with {', '.join(others)}'s variants)" if others else ""
         if not cost or not timed:
             continue
+        others = getattr(suite, "timed_with", {}).get(model, [])
+        shared = f" (shared with {', '.join(others)}'s variants)" if others else ""
         share = cost["timer_seconds_per_call"] / min(timed) * 100
         trip_us = cost["round_trip_seconds"] * 1e6
         lines.append(f"- {model}: every variant in worker processes of its own ({processes_summary(rows, model)}), "

@@ -71,6 +71,7 @@ class SuiteSession:
         self._pool_failures: dict[tuple[str, str], UsageError] = {}  # variants whose processes disagreed
         self.int8 = Int8Session(self)  # quantized models and answers on the evaluation set
         self.boundary: dict[str, dict[str, float]] = {}  # model -> what the process boundary costs (see measure)
+        self.timed_with: dict[str, list[str]] = {}  # model -> the other models whose variants shared its rotations
         self.results: list[BenchRow] = []
         self.verdicts: list[str] = []  # what each verdict checked and against what, for the report
 
@@ -335,6 +336,7 @@ class SuiteSession:
         if gemm is not None:
             workers[("", GEMM)] = gemm
         boundary = boundary_cost(workers, (WorkerDied, WorkerError))
+        timed_models = list(dict.fromkeys(model for model, _ in workers if model))
         always = tuple((model, YARDSTICK) for model in plan) + (("", GEMM),)
         joint = interleave(workers, seconds_per_variant=seconds_per_variant, min_rounds=min_rounds,
                            round_seconds=self.settings.round_ms / 1e3, always=always)
@@ -346,6 +348,7 @@ class SuiteSession:
             order = [[key[1] for key in keys if key[0] == model or key[1] == GEMM] for keys in joint.order]
             self._schedules[model] = replace(joint, rounds=rounds, order=order)
             self.boundary[model] = boundary
+            self.timed_with[model] = [other for other in timed_models if other != model]
         for (model, variant), worker in workers.items():
             if variant != GEMM and joint.rounds[(model, variant)].failure is None:
                 loaded = self.loaded(model, variant)

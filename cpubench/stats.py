@@ -29,7 +29,7 @@ BOOTSTRAP_SAMPLES = 2000
 def block_length(size: int) -> int:
     """Rounds per block of the bootstrap: the cube root of their count (4 for 60 rotations), the usual rule for a
     moving-block bootstrap's variance (Hall, Horowitz and Jing, 1995)."""
-    return max(1, math.ceil(size ** (1 / 3) - 1e-9))
+    return max(1, math.ceil(size ** (1 / 3) - 1e-9))  # the epsilon: 27 ** (1 / 3) is 3.0000000000000004
 
 
 def median_interval(values: list[float], confidence: float = CONFIDENCE, samples: int = BOOTSTRAP_SAMPLES,

@@ -172,6 +172,7 @@ def test_a_dying_worker_fails_its_variant_and_the_run_carries_on(tmp_path, tiny_
     rows = {r["backend"]: r for r in report["results"]}
     assert set(rows) == {"onnxruntime", "openvino"}
     assert rows["onnxruntime"]["context"]["runtimes_in_process"] == ["onnxruntime"]
+    assert "(shared with" not in (tmp_path / "results" / "report.md").read_text()  # one model: nothing shared
     assert rows["openvino"]["context"]["runtimes_in_process"] == ["openvino"]
     for row in rows.values():
         context = row["context"]
