@@ -31,6 +31,7 @@ def test_tune(suite, model_name, capsys):
                                  warm_start=not settings.tune_cold, warm_start_log=settings.tuning_log,
                                  rpc_tracker=settings.rpc_tracker, rpc_key=settings.rpc_key,
                                  emit=lambda line: print(line, flush=True), tune_target=settings.tune_target,
+                                 lowering=settings.tune_lowering,
                                  # the tuned model and ONNX Runtime, each in its own worker, interleaved
                                  measure=lambda log_dir: time_in_workers(suite, model_name, log_dir))
     except UsageError as exc:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .cache import REPO_ROOT
 from .errors import UsageError
+from .winograd import LOWERINGS, WINOGRAD
 
 
 def physical_cores() -> int:
@@ -109,6 +110,11 @@ def add_options(parser) -> None:
                     help="`-m tune`: tune code for this LLVM CPU instead of this machine's own, e.g. the ISA levels "
                          "x86-64-v3 (AVX2, FMA: every AVX2 CPU) or x86-64-v4 (AVX-512); this machine must run its "
                          "code. The log is stored as <CPU>-<N>c with the machine it was timed on; default: this CPU")
+    group.addoption("--tune-lowering", default=WINOGRAD, choices=LOWERINGS,
+                    help="`-m tune`: how 3x3 stride-1 convolutions are computed in the tuned code: winograd "
+                         "(Winograd transforms around a batched matrix product, 0.44 of the multiplications) or "
+                         "direct; stored in the log's metadata, which decides how `tvm-tuned` compiles it; "
+                         "default: winograd")
     group.addoption("--rpc-tracker", type=host_port, default=None, metavar="HOST:PORT",
                     help="`-m tune`: measure candidates on devices of this TVM RPC tracker; default: this machine")
     group.addoption("--rpc-key", default=None, metavar="KEY",
@@ -156,6 +162,7 @@ class Settings:
     gate_update: bool
     round_ms: int = 50
     tune_target: str | None = None
+    tune_lowering: str = WINOGRAD
     worker_timeout: int = 900
     processes: int = 2
 
@@ -195,7 +202,7 @@ class Settings:
             rpc_tracker=opt("rpc_tracker"), rpc_key=opt("rpc_key"),
             gate_file=opt("gate_file"), gate_update=opt("gate_update"),
             round_ms=opt("round_ms"), worker_timeout=opt("worker_timeout"), tune_target=opt("tune_target"),
-            processes=opt("processes"),
+            tune_lowering=opt("tune_lowering"), processes=opt("processes"),
         )
         if settings.weights is not None and not settings.weights.is_file():
             raise UsageError(f"--weights: no such file: {settings.weights}")

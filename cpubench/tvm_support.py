@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import winograd
 from .cache import seal_entry, sidecar_path
 from .errors import UsageError
 from .machine import llvm_cpu, log_key
@@ -105,25 +106,50 @@ def import_onnx(onnx_path: Path, input_shape: tuple[int, ...], input_name: str =
         return from_onnx(onnx.load(str(onnx_path)), shape_dict={input_name: list(input_shape)})
 
 
-def lower_for_tuning(mod: Any, target: Any) -> Any:
+def lower_for_tuning(mod: Any, target: Any, lowering: str = winograd.DIRECT) -> Any:
     """Relax graph -> fused TIR functions, the form whose functions MetaSchedule tunes and applies records to.
 
     Convolutions run in NHWC: the channel axis is innermost, which is what the CPU's vector units need and
     what MetaSchedule's tiling finds fast schedules for. Weights are marked layout-free so a tuned schedule may
     repack them; the repacking runs once, at compile time, on the constant weights (see `finish_tuned`).
+    `lowering` "winograd" turns 3x3 stride-1 convolutions into Winograd transforms (see winograd.py); a log's
+    records only fit the lowering it was tuned with (`log_lowering`).
     """
     import tvm
     from tvm import relax
 
-    passes = [
+    if lowering not in winograd.LOWERINGS:
+        raise UsageError(f"unknown convolution lowering {lowering!r}; expected one of {', '.join(winograd.LOWERINGS)}")
+    layout = [
         relax.transform.DecomposeOpsForInference(),
         relax.transform.CanonicalizeBindings(),
         relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]}),
-        relax.get_pipeline("zero"),
-        relax.transform.AttachAttrLayoutFreeBuffers(),
     ]
+    rest = [relax.get_pipeline("zero"), relax.transform.AttachAttrLayoutFreeBuffers()]
     with target:
-        return tvm.transform.Sequential(passes)(mod)
+        if lowering == winograd.DIRECT:
+            return tvm.transform.Sequential(layout + rest)(mod)
+        winograd.register_schedule_rules()
+        # The weights must be constants in OHWI for the rewrite: fold ConvertLayout's weight transposes first.
+        folded = tvm.transform.Sequential([*layout, relax.transform.FoldConstant()])(mod)
+        return tvm.transform.Sequential(rest)(winograd.rewrite(folded))
+
+
+def log_lowering(log_dir: Path) -> str:
+    """The convolution lowering a stored log was tuned with (`lowering` in its metadata.json; logs without it
+    were tuned on direct convolutions)."""
+    meta = log_dir / METADATA_FILE
+    if not meta.is_file():
+        return winograd.DIRECT
+    try:
+        lowering = json.loads(meta.read_text(encoding="utf-8")).get("lowering", winograd.DIRECT)
+    except (json.JSONDecodeError, AttributeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"tuning log metadata {meta} is corrupt ({exc}); regenerate it with `pytest -m tune`") \
+            from None
+    if lowering not in winograd.LOWERINGS:
+        raise UsageError(f"tuning log metadata {meta}: unknown lowering {lowering!r} (this version knows "
+                         f"{', '.join(winograd.LOWERINGS)}); regenerate it with `pytest -m tune`")
+    return lowering
 
 
 def tunable_functions(lowered: Any) -> list[str]:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny import TINY_SHAPE
 
 from cpubench.agreement import compare_top1
 from cpubench.errors import UsageError
@@ -42,7 +43,7 @@ def test_timm_model_takes_its_config():
 def test_onnx_file_is_used_as_is(tiny_onnx):
     model = build_model(f"onnx:{tiny_onnx}")
     assert model.module is None and model.onnx_file == tiny_onnx.resolve()
-    assert model.input_shape == (1, 3, 16, 16) and model.input_name == "input"
+    assert model.input_shape == TINY_SHAPE and model.input_name == "input"
     assert model.key == disk_key_of(f"onnx:{tiny_onnx}") and model.weights_digest in model.key
     assert parse_spec(f"onnx:{tiny_onnx}").test_id == f"onnx:{tiny_onnx.stem}"
 

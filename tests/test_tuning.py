@@ -109,12 +109,33 @@ def test_tvm_tuned_backend_runs_with_complete_log(tiny_tuned, tiny_onnx, tmp_pat
     backend = create_backend("tvm-tuned")
     backend.load(ctx)
     assert ctx.info["tuning_coverage"].startswith(f"{ctx.info['tunable_functions']}/")
+    assert ctx.info["tvm_lowering"] == "winograd" == json.loads((outcome.log_dir / tv.METADATA_FILE).read_text())[
+        "lowering"]
     x = np.random.default_rng(0).standard_normal(TINY_SHAPE).astype("float32")
     import torch
 
     expected = model.module(torch.from_numpy(x)).detach().numpy()
     got = backend.to_numpy(backend.forward(backend.prepare_inputs(x)))
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_the_logs_metadata_decides_how_convolutions_are_compiled(tiny_tuned, tiny_onnx, tmp_path, monkeypatch):
+    """A Winograd log said to be direct: compiled direct, its convolution has no record, and the build says so."""
+    from tiny import tiny_model
+
+    from cpubench.backends import LoadContext, create_backend
+
+    monkeypatch.setenv("CPUBENCH_CACHE", str(tmp_path / "cache"))
+    outcome, _ = tiny_tuned
+    logs = tmp_path / "logs"
+    copy = logs / "tiny" / outcome.log_dir.name
+    shutil.copytree(outcome.log_dir, copy)
+    meta = json.loads((copy / tv.METADATA_FILE).read_text())
+    (copy / tv.METADATA_FILE).write_text(json.dumps({**meta, "lowering": "direct"}))
+    ctx = LoadContext(model=tiny_model(), onnx_path=tiny_onnx, threads=1, tuning_logs=logs)
+    with pytest.raises(UsageError, match=r"has no record for 1 of .*conv2d"):
+        create_backend("tvm-tuned").load(ctx)
+    assert "Winograd" not in ctx.info["tuning_log_label"]
 
 
 def test_corrupt_log_names_the_file(tiny_tuned, tmp_path):
@@ -213,7 +234,7 @@ def test_tvm_tuned_uses_a_transferred_log_and_says_so(tiny_tuned, tiny_onnx, tmp
     ctx = LoadContext(model=tiny_model(), onnx_path=tiny_onnx, threads=1, tuning_logs=logs)
     create_backend("tvm-tuned").load(ctx)
     assert ctx.info["tuning_log_cpu"] == key and ctx.info["tuning_log_transferred"] is True
-    assert ctx.info["tuning_log_label"] == f"log from {key}"
+    assert ctx.info["tuning_log_label"] == f"log from {key}, Winograd 3x3"  # the tiny model's 28x28 convolution
     assert ctx.info["tuning_coverage"].startswith(f"{ctx.info['tunable_functions']}/")
     exact = LoadContext(model=tiny_model(), onnx_path=tiny_onnx, threads=1, tuning_logs=logs, tuning_log_exact=True)
     with pytest.raises(BackendUnavailable, match=r"--tuning-log-exact refuses the others.*pytest -m tune"):

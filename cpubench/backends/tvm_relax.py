@@ -14,9 +14,11 @@ from .. import tvm_support as tv
 from ..cache import cached_build_info, cached_path, content_key, write_entry
 from ..errors import UsageError
 from ..log_finder import NoLog, choose_log
+from ..winograd import DIRECT, WINOGRAD
 from . import BackendUnavailable, LoadContext, require
 
 RETUNE_HINT = "pytest -m tune --models {model}{batch}"
+LOWERING_LABELS = {WINOGRAD: "Winograd 3x3"}
 
 
 def retune_hint(ctx: LoadContext) -> str:
@@ -35,6 +37,7 @@ class TvmRelax:
         self.tuned = name == "tvm-tuned"
         self._vm = None
         self._log_dir: Path | None = None
+        self._lowering = DIRECT
 
     def version(self) -> str:
         return self._tvm.__version__
@@ -50,6 +53,10 @@ class TvmRelax:
             log_dir = self._choose_log(ctx)
             tv.check_database_files(log_dir)
             parts["database"] = tv.database_digest(log_dir)
+            self._lowering = ctx.info["tvm_lowering"] = tv.log_lowering(log_dir)
+            if self._lowering != DIRECT:
+                parts["lowering"] = self._lowering
+                ctx.info["tuning_log_label"] += f", {LOWERING_LABELS[self._lowering]}"
             meta = log_dir / tv.METADATA_FILE
             if meta.is_file():
                 try:
@@ -91,7 +98,7 @@ class TvmRelax:
             tv.compile_module(mod, target, lib_path)
             return {}
         log_dir = self._log_dir
-        coverage = tv.build_tuned(tv.lower_for_tuning(mod, target), target, log_dir, lib_path)
+        coverage = tv.build_tuned(tv.lower_for_tuning(mod, target, self._lowering), target, log_dir, lib_path)
         if not coverage.complete:
             raise UsageError(
                 f"tuning log {log_dir} has no record for {len(coverage.missing)} of {len(coverage.tunable)} "

@@ -117,7 +117,8 @@ def main(argv: list[str]) -> int:
     threads = int(read_metadata(log_dir).get("cores") or 2)
     tv.set_runtime_threads(threads)
     target = tv.host_target(threads, argv[2] if len(argv) > 2 else None)
-    lowered = tv.lower_for_tuning(tv.import_onnx(export_onnx(model), model.input_shape, model.input_name), target)
+    lowered = tv.lower_for_tuning(tv.import_onnx(export_onnx(model), model.input_shape, model.input_name), target,
+                                  tv.log_lowering(log_dir))
     result = breakdown(lowered, target, log_dir, model.input_shape)
     out = Path(__file__).resolve().parents[2] / "results" / f"breakdown-{model.disk_key}-{log_dir.name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

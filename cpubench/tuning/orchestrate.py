@@ -17,6 +17,7 @@ from .. import tvm_support as tv
 from ..errors import UsageError
 from ..log_finder import cpu_profile, describe_profile
 from ..machine import cpu_model_name, tuning_profile
+from ..winograd import DIRECT, WINOGRAD
 from .adapters import CLEAN_EVALUATOR, SEARCH_EVALUATOR, make_runner
 from .budget import TuneBudget
 from .model_timing import measure_model_ms
@@ -53,6 +54,7 @@ def tune_model(
     reference: Callable[[], tuple[str, float]] | None = None,
     tune_target: str | None = None,
     measure: Callable[[Path], dict[str, Any]] | None = None,
+    lowering: str = WINOGRAD,
 ) -> TuneOutcome:
     """Tune `relax_mod` on this CPU and store the log. Warm start (default): the work folder starts from the
     nearest compatible stored log (`warm_start_log` names one), re-timed here. `reference`, if given, times the
@@ -60,7 +62,8 @@ def tune_model(
     name or ISA level such as `x86-64-v3`) tunes code for that CPU instead of this one, still timed here: the log
     is stored under its name, with this machine in `timed_on`. `measure`, if given, times the finished log as a
     benchmark run would (`model_timing.time_in_workers`: tuned model and reference in worker processes of their own,
-    interleaved) in place of timing it in this process and calling `reference`."""
+    interleaved) in place of timing it in this process and calling `reference`. `lowering` (winograd.py) is how
+    3x3 convolutions are computed; it is stored in the metadata, and `tvm-tuned` compiles the log the same way."""
     import tvm
     from tvm.s_tir import meta_schedule as ms
 
@@ -75,12 +78,13 @@ def tune_model(
     target = tv.host_target(threads, profile.name)
     key = tv.target_key(target, input_shape[0])
     destination = tuning_logs / model_name / key
-    work_dir = work_dir or work_dir_for(model_name, key)
+    # A lowering's tasks are other functions: its measurements go to a work folder of its own.
+    work_dir = work_dir or work_dir_for(model_name, key if lowering == DIRECT else f"{key}-{lowering}")
     if fresh and work_dir.exists():
         shutil.rmtree(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
 
-    lowered = tv.lower_for_tuning(relax_mod, target)
+    lowered = tv.lower_for_tuning(relax_mod, target, lowering)
     tasks = extract(lowered, target)
     search_runner = make_runner(rpc_tracker, rpc_key, ms.runner.EvaluatorConfig(**SEARCH_EVALUATOR))
 
@@ -123,7 +127,7 @@ def tune_model(
         # compiles it finds its CPU and features here).
         (staging / tv.METADATA_FILE).write_text(json.dumps(
             {"model": model_name, "cpu": profile.name, **describe_profile(profile), "cores": threads,
-             "batch_size": input_shape[0]}) + "\n", encoding="utf-8")
+             "batch_size": input_shape[0], "lowering": lowering}) + "\n", encoding="utf-8")
         timing: dict[str, Any] = {}
         if local and measure is not None:
             timing = measure(staging)
@@ -143,6 +147,7 @@ def tune_model(
                          **({"vector_isa": host.vector_isa, "isa_level": host.isa_level} if host else {})},
             "cores": threads,
             "batch_size": input_shape[0],
+            "lowering": lowering,
             "trials": total_trials,
             "trials_this_run": reporter.done,
             "trials_per_task_max": budget.trials_per_task,
