@@ -19,13 +19,15 @@ from tiny import TINY_SHAPE, tiny_relax
 from cpubench import tvm_support as tv
 from cpubench.errors import UsageError
 from cpubench.tuning import TuneBudget, count_records, tune_model
+from cpubench.winograd import WINOGRAD
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def lowered_tiny(onnx_path, threads=1):
+def lowered_tiny(onnx_path, threads=1, lowering=WINOGRAD):
+    """The tiny model lowered as `tune_model` lowers it by default (its 28x28 convolution as Winograd)."""
     target = tv.host_target(threads)
-    return tv.lower_for_tuning(tiny_relax(onnx_path), target), target
+    return tv.lower_for_tuning(tiny_relax(onnx_path), target, lowering), target
 
 
 def test_tuning_stores_pruned_log_with_metadata(tiny_tuned):
@@ -263,7 +265,7 @@ from cpubench.tuning import TuneBudget, tune_model
 tune_model(model_name="tiny", relax_mod=tiny_relax(Path({onnx!r})), input_shape=TINY_SHAPE,
            tuning_logs=Path({logs!r}), threads=1, work_dir=Path({work!r}), seed=1, warm_start=False,
            budget=TuneBudget(trials={trials}, trials_per_task=64, trials_per_iter=4, remeasure_top_k=1),
-           emit=lambda line: print(line, flush=True))
+           emit=lambda line: print(line, flush=True), lowering="direct")  # Winograd candidates build slower
 """
 
 
@@ -346,7 +348,8 @@ def test_tuning_through_rpc_tracker(tiny_onnx, tmp_path):
         outcome = tune_model(model_name="tiny", relax_mod=tiny_relax(tiny_onnx), input_shape=TINY_SHAPE,
                              tuning_logs=tmp_path / "logs", threads=1, work_dir=tmp_path / "work", seed=2,
                              budget=TuneBudget(trials=16, trials_per_task=4, trials_per_iter=4, remeasure_top_k=1),
-                             rpc_tracker=("127.0.0.1", port), rpc_key="test-board", emit=lines.append)
+                             rpc_tracker=("127.0.0.1", port), rpc_key="test-board", emit=lines.append,
+                             lowering="direct")  # the RPC path is what is tested; direct candidates build faster
         meta = outcome.metadata
         assert meta["measured_on"] == f"rpc 127.0.0.1:{port} key test-board"
         assert meta["trials"] >= 4 and meta["coverage"].startswith(str(len(meta["tasks"])))
