@@ -112,7 +112,7 @@ def add_options(parser) -> None:
                          "code. The log is stored as <CPU>-<N>c with the machine it was timed on; default: this CPU")
     group.addoption("--tune-lowering", default=WINOGRAD, choices=LOWERINGS,
                     help="`-m tune`: how 3x3 stride-1 convolutions are computed in the tuned code: winograd "
-                         "(Winograd transforms around a batched matrix product, 0.44 of the multiplications) or "
+                         "(Winograd transforms around a batched matrix product, a quarter of the multiplications) or "
                          "direct; stored in the log's metadata, which decides how `tvm-tuned` compiles it; "
                          "default: winograd")
     group.addoption("--rpc-tracker", type=host_port, default=None, metavar="HOST:PORT",

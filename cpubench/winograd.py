@@ -1,12 +1,12 @@
 """Winograd convolution for tuned TVM: 3x3, stride-1 convolutions as F(m x m, 3 x 3) transforms around a batched
-matrix product, which needs (m + 2)^2 / (9 m^2) of the direct convolution's multiplications (F(4x4, 3x3): 0.44).
+matrix product, which needs (m + 2)^2 / (9 m^2) of the direct convolution's multiplications (F(4x4, 3x3): 0.25).
 Only on feature maps of at least MIN_SIZE x MIN_SIZE; the others stay direct.
 
 The weights' transform runs once, at compile time, in numpy on the constant weights (float64, then cast), so the
 model computes only the input transform, the batched product and the output transform. MetaSchedule tunes the
 product like any matrix product, and the transforms within the schedule this module registers for them
-(`register_schedule_rules`). A log records whether it was
-tuned with this rewrite (`metadata.json`'s `lowering`), and a model is compiled the way its log was tuned.
+(`register_schedule_rules`). A log records whether it was tuned with this rewrite (`metadata.json`'s
+`lowering`), and a model is compiled the way its log was tuned.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ DATA_PACK_RULE = "cpubench_winograd_data_pack"
 INVERSE_RULE = "cpubench_winograd_inverse"
 
 
-# Output tile m of F(m x m, 3 x 3): 4 needs 0.44 of the direct multiplications.
+# Output tile m of F(m x m, 3 x 3): 4 needs a quarter of the direct multiplications.
 TILE = 4
+MULTIPLY_SHARE = (TILE + 2) ** 2 / (9 * TILE**2)
 # Feature maps smaller than this stay direct: their batched products have too few tiles (16 on 14x14) to run
 # near the machine's matrix-product rate. Measured on ResNet18 (x86-64-v3 code, 2 cores, 64-128 candidates per
 # Winograd task against tuned direct kernels): 0.68-0.95x the direct speed on 14x14 and 7x7, 1.1-1.7x on 56x56

@@ -182,6 +182,16 @@ def test_gate_fails_an_fp32_variant_faster_than_the_cpu_can_compute():
     assert "it ran in lower precision or skipped work" in str(violations[0])
     bf16 = [efficiency_row("onnxruntime", 10.0, 1.0), efficiency_row("openvino-bf16", 2.0, 5.0)]
     assert gate.check(bf16, {"resnet18": bands}, ("onnxruntime", "openvino-bf16")).violations == []
+    # A Winograd build does fewer multiplications than the model's count: 2x the rate is plausible, 8x is not.
+    tuned = gate.expectations_for({"machines": {}}, "cpu-2t-b1", "resnet18", ("tvm-tuned",)).ratios
+    for share, kinds in ((2.0, []), (8.0, [("tvm-tuned", "implausible")])):
+        winograd_row = efficiency_row("tvm-tuned", 10.0 / share, share)
+        winograd_row.context["tvm_lowering"] = "winograd"
+        found = gate.check([rows[0], winograd_row], {"resnet18": tuned}, ("onnxruntime", "tvm-tuned")).violations
+        assert [(v.backend, v.kind) for v in found] == kinds, share
+    direct_row = efficiency_row("tvm-tuned", 5.0, 2.0)
+    found = gate.check([rows[0], direct_row], {"resnet18": tuned}, ("onnxruntime", "tvm-tuned")).violations
+    assert [(v.backend, v.kind) for v in found] == [("tvm-tuned", "implausible")]
 
 
 def test_bf16_bands_travel_only_between_cpus_with_the_same_bf16_hardware(tmp_path):
