@@ -54,6 +54,22 @@ def transform_weight(weight_ohwi: np.ndarray, m: int) -> np.ndarray:
     return np.ascontiguousarray(u.astype(weight_ohwi.dtype))
 
 
+def _two_passes(tile: Any, mat: Any, out: int, name: str, rule: str) -> Any:
+    """out[i, j, p, c] = sum over a, b of mat[a, i] tile[a, b, p, c] mat[b, j] (M^T X M per tile and channel), as
+    two 1-D passes, rows then columns: 2 x alpha^3 products per tile and channel instead of alpha^4."""
+    from tvm import te
+
+    alpha, _, p_n, c_n = (int(d) for d in tile.shape)
+    r_b = te.reduce_axis((0, alpha), "r_b")
+    rows = te.compute((alpha, out, p_n, c_n),
+                      lambda a, j, p, c: te.sum(tile[a, r_b, p, c] * mat[r_b, j], axis=[r_b]),
+                      name=f"{name}_rows", attrs={"schedule_rule": "None"})
+    r_a = te.reduce_axis((0, alpha), "r_a")
+    return te.compute((out, out, p_n, c_n),
+                      lambda i, j, p, c: te.sum(rows[r_a, j, p, c] * mat[r_a, i], axis=[r_a]),
+                      name=name, attrs={"schedule_rule": rule})
+
+
 def conv2d_nhwc_packed(data: Any, kernel_pack: Any, padding: tuple[int, int, int, int], m: int) -> Any:
     """TE: NHWC data, transformed weights U[alpha, alpha, CI, CO] -> NHWC output (TOPI's NHWC Winograd with the
     weight transform taken out, and U laid out with output channels innermost for the vector units)."""
@@ -79,32 +95,13 @@ def conv2d_nhwc_packed(data: Any, kernel_pack: Any, padding: tuple[int, int, int
         (alpha, alpha, p_n, ci_n),
         lambda eps, nu, p, ci: data_pad[p // (n_h * n_w), ((p // n_w) % n_h) * m + eps, (p % n_w) * m + nu, ci],
         name="input_tile", attrs={"schedule_rule": "None"})
-    # Each 2-D transform as two 1-D passes (rows, then columns): 2 x alpha^3 products instead of alpha^4.
-    r_b = te.reduce_axis((0, alpha), "r_b")
-    data_rows = te.compute(
-        (alpha, alpha, p_n, ci_n),
-        lambda a, nu, p, ci: te.sum(input_tile[a, r_b, p, ci] * B[r_b, nu], axis=[r_b]),
-        name="data_pack_rows", attrs={"schedule_rule": "None"})
-    r_a = te.reduce_axis((0, alpha), "r_a")
-    data_pack = te.compute(
-        (alpha, alpha, p_n, ci_n),
-        lambda eps, nu, p, ci: te.sum(data_rows[r_a, nu, p, ci] * B[r_a, eps], axis=[r_a]),
-        name="data_pack", attrs={"schedule_rule": DATA_PACK_RULE})
+    data_pack = _two_passes(input_tile, B, alpha, "data_pack", DATA_PACK_RULE)
     ci = te.reduce_axis((0, ci_n), name="ci")
     bgemm = te.compute(
         (alpha, alpha, p_n, co_n),
         lambda eps, nu, p, co: te.sum(data_pack[eps, nu, p, ci] * kernel_pack[eps, nu, ci, co], axis=[ci]),
         name="bgemm", attrs={"meta_schedule.write_cache_level": [2]})
-    r_b = te.reduce_axis((0, alpha), "r_b")
-    inverse_rows = te.compute(
-        (alpha, m, p_n, co_n),
-        lambda a, vw, p, co: te.sum(bgemm[a, r_b, p, co] * A[r_b, vw], axis=[r_b]),
-        name="inverse_rows", attrs={"schedule_rule": "None"})
-    r_a = te.reduce_axis((0, alpha), "r_a")
-    inverse = te.compute(
-        (m, m, p_n, co_n),
-        lambda vh, vw, p, co: te.sum(inverse_rows[r_a, vw, p, co] * A[r_a, vh], axis=[r_a]),
-        name="inverse", attrs={"schedule_rule": INVERSE_RULE})
+    inverse = _two_passes(bgemm, A, m, "inverse", INVERSE_RULE)
     return te.compute(
         (n, out_h, out_w, co_n),
         lambda b, y, x, co: inverse[y % m, x % m, b * n_h * n_w + (y // m) * n_w + (x // m), co],
