@@ -17,7 +17,7 @@ from .. import tvm_support as tv
 from ..errors import UsageError
 from ..log_finder import cpu_profile, describe_profile
 from ..machine import cpu_model_name, tuning_profile
-from ..winograd import DIRECT, WINOGRAD
+from ..winograd import DIRECT
 from .adapters import CLEAN_EVALUATOR, SEARCH_EVALUATOR, make_runner
 from .budget import TuneBudget
 from .model_timing import measure_model_ms
@@ -54,7 +54,7 @@ def tune_model(
     reference: Callable[[], tuple[str, float]] | None = None,
     tune_target: str | None = None,
     measure: Callable[[Path], dict[str, Any]] | None = None,
-    lowering: str = WINOGRAD,
+    lowering: str = DIRECT,
 ) -> TuneOutcome:
     """Tune `relax_mod` on this CPU and store the log. Warm start (default): the work folder starts from the
     nearest compatible stored log (`warm_start_log` names one), re-timed here. `reference`, if given, times the
@@ -63,7 +63,8 @@ def tune_model(
     is stored under its name, with this machine in `timed_on`. `measure`, if given, times the finished log as a
     benchmark run would (`model_timing.time_in_workers`: tuned model and reference in worker processes of their own,
     interleaved) in place of timing it in this process and calling `reference`. `lowering` (winograd.py) is how
-    3x3 convolutions are computed; it is stored in the metadata, and `tvm-tuned` compiles the log the same way."""
+    3x3 convolutions are computed (`pytest -m tune` passes --tune-lowering, default winograd); it is stored in the
+    metadata, and `tvm-tuned` compiles the log the same way."""
     import tvm
     from tvm.s_tir import meta_schedule as ms
 
