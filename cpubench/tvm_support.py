@@ -142,10 +142,16 @@ def log_lowering(log_dir: Path) -> str:
     if not meta.is_file():
         return winograd.DIRECT
     try:
-        lowering = json.loads(meta.read_text(encoding="utf-8")).get("lowering", winograd.DIRECT)
-    except (json.JSONDecodeError, AttributeError, UnicodeDecodeError) as exc:
+        metadata = json.loads(meta.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(f"tuning log metadata {meta} is corrupt ({exc}); regenerate it with `pytest -m tune`") \
             from None
+    return lowering_of(metadata, meta)
+
+
+def lowering_of(metadata: Any, meta: Path) -> str:
+    """`lowering` of a log's parsed metadata.json (`meta`, named in the error), `direct` when it has none."""
+    lowering = metadata.get("lowering", winograd.DIRECT) if isinstance(metadata, dict) else None
     if lowering not in winograd.LOWERINGS:
         raise UsageError(f"tuning log metadata {meta}: unknown lowering {lowering!r} (this version knows "
                          f"{', '.join(winograd.LOWERINGS)}); regenerate it with `pytest -m tune`")

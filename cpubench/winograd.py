@@ -109,11 +109,14 @@ def conv2d_nhwc_packed(data: Any, kernel_pack: Any, padding: tuple[int, int, int
 
 
 def eligible(call: Any, weight: Any) -> bool:
-    """A float32 NHWC/OHWI 3x3 convolution, stride 1, no dilation, one group, static shapes, constant weights."""
+    """A float32 NHWC/OHWI 3x3 convolution (float32 out), stride 1, no dilation, one group, static shapes, constant
+    weights."""
     from tvm.ir.expr import Constant
 
     attrs = call.attrs
     if not isinstance(weight, Constant) or weight.value.dtype != "float32":
+        return False
+    if str(attrs.out_dtype or "float32") not in ("", "float32"):
         return False
     if (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NHWC", "OHWI", "NHWC"):
         return False
@@ -143,7 +146,7 @@ def rewrite(mod: Any) -> Any:
             weight = call.args[1]
             if isinstance(weight, relax.Var):
                 weight = self.lookup_binding(weight) or weight
-            if not eligible(call, weight) or str(call.attrs.out_dtype or "float32") not in ("", "float32"):
+            if not eligible(call, weight):
                 return call
             data = call.args[0]
             _, h, w, _ = (int(d) for d in data.ty.shape.values)

@@ -53,10 +53,6 @@ class TvmRelax:
             log_dir = self._choose_log(ctx)
             tv.check_database_files(log_dir)
             parts["database"] = tv.database_digest(log_dir)
-            self._lowering = ctx.info["tvm_lowering"] = tv.log_lowering(log_dir)
-            if self._lowering != DIRECT:
-                parts["lowering"] = self._lowering
-                ctx.info["tuning_log_label"] += f", {LOWERING_LABELS[self._lowering]}"
             meta = log_dir / tv.METADATA_FILE
             if meta.is_file():
                 try:
@@ -64,6 +60,10 @@ class TvmRelax:
                 except json.JSONDecodeError as exc:
                     raise UsageError(f"tuning log metadata {meta} is corrupt ({exc.msg}); "
                                      f"regenerate it with `{retune_hint(ctx)}`") from None
+            self._lowering = ctx.info["tvm_lowering"] = tv.lowering_of(ctx.info.get("tuning_metadata", {}), meta)
+            if self._lowering != DIRECT:
+                parts["lowering"] = self._lowering
+                ctx.info["tuning_log_label"] += f", {LOWERING_LABELS[self._lowering]}"
         key = content_key(**parts)
         lib_path = cached_path("tvm", f"{ctx.model.disk_key}-{self.name}-{key}", ".so")
         info_path = lib_path.with_suffix(".json")
