@@ -1,68 +1,98 @@
-"""Regression gate, two-sided, on what one run measured in interleaved rounds.
+"""Regression gate on what one run measured in interleaved rounds, decided sequentially from measured bands.
 
-- Every variant's ratio to ONNX Runtime stays within its band (an upper bound: a variant that fell back to a slow
-  path or lost its tuning log).
-- ONNX Runtime itself is held to its efficiency: its share of this CPU's float32 GEMM rate, timed in the same
-  rotations (cpubench/yardstick.py). A slower ONNX Runtime, or a slower export, or everything at once, fails here.
-- A float32 variant far above 100% of the GEMM rate is implausible (it ran in lower precision or skipped work).
-- A ratio fails only when its whole interval is out of band, so a band can be narrow where the measurement is tight.
+What is held:
+- every variant's ratio to ONNX Runtime (paired per rotation) below its band's top; far below its band's bottom is
+  reported ("faster than stored: update the bands?");
+- ONNX Runtime itself above a floor of its share of this CPU's float32 peak (yardstick.py), a kernel nothing under
+  test can slow: ONNX Runtime made slower from outside fails here, while every ratio would only drop;
+- no float32 variant above the physical peak (allowing for the multiplications a Winograd build saves).
 
-Expectations live in benches/ratios.json per machine (CPU name, threads, batch size); `pytest benches/
---gate-update` stores the current run's. A machine with no entry of its own is held to portable bounds from
-stored machines with the same threads and batch size (bf16 bands only from machines with the same kind of bf16
-hardware), else default bounds. int8 with no ratio stored for this machine: ONNX Runtime's must beat its float32,
-the others are held to their backend's float32 band.
+How it decides (a sequential test, as MLPerf's early stopping): a variant passes when its interval lies inside the
+band, fails when it lies outside; when the interval straddles the band's edge (or lies outside on the first look),
+its rounds and ONNX Runtime's are timed again in interleaved rotations and pooled with what was measured, up to a
+cap; at the cap the median decides. Bands come from measured run-to-run spread (`--gate-update` keeps the last
+runs per variant), widened where the machine, thread count or CPU differs from where they were measured.
+
+benches/ratios.json holds the bands per machine (`<llvm cpu>-<threads>t-b<batch>`); the README states the
+contract and docs/gate_power.json the measured detection and false-alarm counts.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
-from .results import YARDSTICK, BenchRow, Ratio, ratio_table, ratios
-from .winograd import MULTIPLY_SHARE, WINOGRAD
+from .results import REFERENCE_BACKEND, BenchRow, Ratio
 
-# Allowed ratio = expected x SLACK. Ratios on a 2-core machine wander by up to ~25% between runs (one run
-# lands on a noisy minute, the other does not); a backend that fell back to a slow path or a tuning log that
-# no longer applies costs 2x or more. 1.6 sits between the two.
-SLACK = 1.6
-# Another CPU shifts every ratio (PyTorch eager / ONNX Runtime: 1.35 on Zen 4, about 2 on a Xeon with AMX; tuned
-# TVM with a log transferred from another CPU: 1.3-1.5x where the CPU's own log gives about 1x). Portable bounds
-# take the largest expected ratio among stored machines and allow 2x that: wide for noise and CPU differences,
-# still far below what a fallback to untuned code costs (100x and more for TVM).
-PORTABLE_SLACK = 2.0
-# ONNX Runtime's efficiency may fall to expected / EFFICIENCY_SLACK (its own machine) or the lowest stored one /
-# EFFICIENCY_PORTABLE_SLACK (elsewhere) before the gate fails: a 2x slowdown must fail, so both stay well below 2.
-# Measured: ResNet18 in ONNX Runtime at 97-105% of the GEMM rate on Zen 3, Zen 5 and an AMX Xeon.
-EFFICIENCY_SLACK = 1.4
-EFFICIENCY_PORTABLE_SLACK = 1.6
-# A float32 variant above this share of the GEMM rate did less arithmetic than the model asks for.
-IMPLAUSIBLE_FP32_EFFICIENCY = 1.5
-# For a model no stored machine knows: bounds that hold on any CPU for a backend that works as intended.
-# A backend's bf16 variant is held to its backend's bound (it should only be faster). Untuned TVM runs naive loops
-# (100-200x here); its bound only catches a collapse such as threads fighting each other.
+FORMAT = 2
+# A band's half-width: MARGIN_PER_SPREAD x the largest deviation of a stored run from the runs' median, within
+# [MIN_MARGIN, MAX_MARGIN]; MAX_MARGIN while fewer than MIN_RUNS runs are stored. MAX_MARGIN keeps a 1.5x slowdown
+# outside the band (1.5 / 1.3 = 1.15: beyond any run-to-run wander measured on one machine, 13% at worst).
+MARGIN_PER_SPREAD = 1.5
+MIN_MARGIN = 0.08
+MAX_MARGIN = 0.30
+MIN_RUNS = 3
+MAX_RUNS = 10  # runs kept per variant: the newest
+# Where the band was not measured on this machine and thread count, it widens by what moves ratios between them.
+# Same CPU, other thread count: ResNet18's ratios at 1 and 2 threads on one Zen 5 differed by up to 0.2 (README).
+OTHER_THREADS_MARGIN = 0.25
+# Another CPU: ratios to ONNX Runtime move 1.3-1.5x between CPUs (PyTorch eager 1.35 on Zen 4, 2.0 on an AMX Xeon;
+# tuned TVM 0.88 with its own log, 1.51 with a transferred one), so another CPU's band only catches a collapse.
+OTHER_CPU_FACTOR = 2.0
+# For a model no stored machine knows: bounds that hold on any CPU for a backend that works as intended. Untuned TVM
+# runs naive loops (100-200x); its bound only catches a collapse such as threads fighting each other.
 DEFAULT_BOUNDS = {"tvm-tuned": 3.0, "torch": 8.0, "torch-compile": 8.0, "openvino": 8.0, "executorch": 8.0,
-                  "litert": 8.0,
-                  "tvm": 1000.0}
-# ONNX Runtime's int8 on a machine with no int8 ratio of its own: faster than its own float32, or it is not running
-# integer kernels (measured 0.32-0.55x on an AMX Xeon). Other backends' int8 is held to their float32 band: their
-# int8 need not beat ONNX Runtime's float32 (torch-compile-int8 on EfficientNet-Lite0: 1.5x), only not be slower
-# than their own float32 may be. Other machines' int8 ratios do not carry over: they hang on VNNI and AMX.
+                  "litert": 8.0, "tvm": 1000.0}
+# ONNX Runtime's int8 with no band of its own: faster than its own float32, or it is not running integer kernels
+# (0.32-0.55x measured on an AMX Xeon, 0.34-0.48x on a Zen 5). Other backends' int8 is held to their fp32 band.
 INT8_BOUND = 1.0
+# ONNX Runtime's share of the float32 peak for a model no stored machine knows: only a collapse (a model that does
+# real arithmetic runs at 20-80% of the peak in ONNX Runtime: 75% ResNet18, 30% EfficientNet-Lite0 on a Zen 5).
+# Below MIN_FLOOR_GFLOP a forward pass is too small for a FLOP floor (its time is call overhead): said, not checked.
+GENERIC_PEAK_SHARE_FLOOR = 0.02
+MIN_FLOOR_GFLOP = 0.1
+# float32 above the physical peak did less arithmetic than the model asks for; measured peaks stay within a few
+# percent of the nominal one, so the whole interval must be above it.
+IMPLAUSIBLE_PEAK_SHARE = 1.0
+# The sequential test: at most EXTENSIONS more looks of EXTENSION_SECONDS of rounds per variant each.
+EXTENSIONS = 3
+EXTENSION_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Band:
+    """What one variant's ratio (or ONNX Runtime's peak share) is held to, and where that comes from."""
+
+    expected: float
+    margin: float
+    origin: str  # "own", "same CPU at 2 threads", "other CPUs", "default", ...
+    runs: int = 0
+
+    @property
+    def high(self) -> float:
+        return self.expected * (1 + self.margin)
+
+    @property
+    def low(self) -> float:
+        return self.expected / (1 + self.margin)
+
+    def describe(self) -> str:
+        return f"[{self.low:.3g}, {self.high:.3g}] ({self.origin}{f', {self.runs} runs' if self.runs else ''})"
 
 
 @dataclass(frozen=True)
 class Expectations:
-    """The bands one model's ratios are held to, and where they come from (printed with the verdict)."""
+    """The bands of one model's variants and ONNX Runtime's floor on this machine, with where each comes from."""
 
-    ratios: dict[str, dict[str, float]]  # variant -> {"expected": x, "max": y}
-    source: str
-    own: frozenset[str]  # variants whose band was stored for this very machine
-    efficiency: dict[str, float] | None = None  # the yardstick's {"expected": share, "min": share} of the GEMM rate
+    ratios: dict[str, Band]
+    floor: Band | None  # ONNX Runtime's share of the peak; its `low` is the floor
+    floor_note: str = ""  # why there is no floor (None), said in the verdict
+    own: frozenset[str] = frozenset()
 
 
 def machine_key(threads: int, batch_size: int) -> str:
@@ -71,218 +101,389 @@ def machine_key(threads: int, batch_size: int) -> str:
     return gate_key(threads, batch_size)
 
 
-@dataclass(frozen=True)
-class Violation:
-    model: str
-    backend: str
-    found: float | None  # None: the backend was selected but produced no timing (build failed, skipped)
-    allowed: float
-    expected: float
-    first: float | None = None  # the benchmark's ratio, when `found` is the confirming re-measurement
-    kind: str = "ratio"  # "ratio", "efficiency" (the yardstick too slow) or "implausible" (too fast for fp32)
+def split_key(key: str) -> tuple[str, int, int] | None:
+    """(cpu, threads, batch) of `znver5-2t-b1`."""
+    cpu, _, rest = key.rpartition("-")
+    cpu2, _, threads = cpu.rpartition("-")
+    if not (rest.startswith("b") and threads.endswith("t") and threads[:-1].isdigit() and rest[1:].isdigit()):
+        return None
+    return cpu2, int(threads[:-1]), int(rest[1:])
 
-    def __str__(self) -> str:
-        if self.kind == "efficiency":
-            return (f"{self.model} {self.backend}: runs at {self.found:.0%} of this CPU's fp32 GEMM rate, expected "
-                    f"{self.expected:.0%}, at least {self.allowed:.0%}: {YARDSTICK} itself (or its export) is slower")
-        if self.kind == "implausible":
-            return (f"{self.model} {self.backend}: {self.found:.0%} of this CPU's fp32 GEMM rate is implausible for "
-                    f"float32 (at most {self.allowed:.0%}): it ran in lower precision or skipped work")
-        if self.found is None:
-            return (f"{self.model} {self.backend}: no timing in this run (its build failed or it was skipped), "
-                    f"expected a median of {self.expected:.2f}x {YARDSTICK}'s")
-        again = f" (benchmark {self.first:.2f}x, timed again {self.found:.2f}x)" if self.first is not None else ""
-        return (f"{self.model} {self.backend}{again}: median is {self.found:.2f}x {YARDSTICK}'s, allowed at most "
-                f"{self.allowed:.2f}x (expected {self.expected:.2f}x, slack {self.allowed / self.expected:.1f}x)")
+
+def band_from_runs(runs: list[float], origin: str = "own") -> Band:
+    """A band from stored runs: their median, and a margin from their largest deviation from it."""
+    expected = statistics.median(runs)
+    if len(runs) < MIN_RUNS:
+        return Band(expected, MAX_MARGIN, origin, len(runs))
+    spread = max(abs(value / expected - 1) for value in runs)
+    return Band(expected, min(MAX_MARGIN, max(MIN_MARGIN, MARGIN_PER_SPREAD * spread)), origin, len(runs))
+
+
+# --- the file --------------------------------------------------------------------------------------------------
 
 
 def load_expected(path: Path) -> dict[str, Any]:
+    """benches/ratios.json in the current format; an older file's ratios are read as single runs (their efficiency
+    was against numpy's GEMM, not the peak, and is dropped)."""
     if not path.exists():
-        return {}
+        return {"format": FORMAT, "machines": {}}
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(f"--gate-file: {path} is not valid JSON ({exc})") from None
     if not isinstance(data, dict) or not isinstance(data.get("machines", {}), dict):
         raise UsageError(f"--gate-file: {path} should hold {{\"machines\": {{...}}}}")
-    return data
+    machines = {}
+    for key, entry in data.get("machines", {}).items():
+        if not isinstance(entry, dict):
+            raise UsageError(f"--gate-file: {path}: machine {key!r} should be an object")
+        machines[key] = entry if data.get("format") == FORMAT else _from_format_1(entry)
+    return {"format": FORMAT, "machines": machines}
 
 
-def confirm_ratio(suite: Any, model: str, variant: str, seconds: float = 1.5) -> Ratio:
-    """The variant's ratio to the yardstick timed again: both workers, interleaved rounds for `seconds` each. What
-    the gate falls back on before failing a run on one noisy measurement."""
-    from .schedule import paired_ratios
-    from .stats import median_interval
-
-    schedule = suite.retime(model, [YARDSTICK, variant], seconds_per_variant=seconds)
-    for rounds in schedule.rounds.values():
-        if rounds.failure is not None:
-            raise rounds.failure
-    pairs = paired_ratios(schedule.rounds[variant], schedule.rounds[YARDSTICK])
-    return Ratio(*median_interval(pairs), pairs=len(pairs))
+def _from_format_1(entry: dict[str, Any]) -> dict[str, Any]:
+    models: dict[str, Any] = {}
+    for model, bands in entry.get("ratios", {}).items():
+        models[model] = {"ratios": {variant: {"runs": [band["expected"]]} for variant, band in bands.items()}}
+    info = {k: v for k, v in entry.items() if k not in ("ratios", "efficiency")}
+    return {**info, "models": models}
 
 
-def expectations_for(data: dict[str, Any], key: str, model: str, variants: tuple[str, ...] = (),
-                     bf16_kind: str | None = None) -> Expectations:
-    """The band of every selected variant of `model`: this machine's stored ratio where there is one; else the
-    portable bound from the other stored machines with the same threads and batch size (bf16: only machines with
-    the same kind of bf16 hardware, `machine.bf16_class`; else its backend's fp32 bound); else DEFAULT_BOUNDS for
-    its backend. Also the floor of ONNX Runtime's efficiency. Says where each band came from."""
-    from .machine import bf16_class
+def _runs(entry: dict[str, Any], model: str, kind: str, variant: str) -> list[float]:
+    return list(entry.get("models", {}).get(model, {}).get(kind, {}).get(variant, {}).get("runs", []))
+
+
+# --- expectations ----------------------------------------------------------------------------------------------
+
+
+def expectations_for(data: dict[str, Any], key: str, model: str, variants: tuple[str, ...],
+                     bf16_kind: str | None = None, vector_isa: str | None = None,
+                     model_gflop: float | None = None) -> Expectations:
+    """Every selected variant's band on this machine: its own stored runs; else the same CPU at another thread
+    count (nearest, widened by OTHER_THREADS_MARGIN); else other CPUs of the same vector ISA (and, for bf16, the
+    same bf16 hardware), the slowest of them x OTHER_CPU_FACTOR; else DEFAULT_BOUNDS. int8 is compared only on its
+    own CPU (it hangs on VNNI and AMX): elsewhere ONNX Runtime's int8 must beat its fp32 and the others are held to
+    their backend's fp32 band. ONNX Runtime's floor comes the same way."""
+    from .machine import bf16_class, host_profile
     from .precision import Variant
 
     bf16_kind = bf16_kind or bf16_class()
+    vector_isa = vector_isa or host_profile().vector_isa
     machines: dict[str, Any] = data.get("machines", {})
-    own_entry = machines.get(key, {})
-    own = own_entry.get("ratios", {}).get(model, {})
-    shape = "-" + key.split("-")[-2] + "-" + key.split("-")[-1] if key.count("-") >= 2 else key  # `-2t-b1`
-    others = {name: entry for name, entry in sorted(machines.items())
-              if name != key and name.endswith(shape) and model in entry.get("ratios", {})}
-    portable: dict[str, dict[str, float]] = {}
-    for entry in others.values():
-        same_bf16 = entry.get("bf16_class") == bf16_kind
-        for backend, band in entry["ratios"][model].items():
-            precision = Variant.parse(backend).precision
-            if precision == "int8" or (precision != "fp32" and not same_bf16):
+    here = split_key(key)
+    own = machines.get(key, {})
+    same_cpu = sorted((abs(parts[1] - here[1]), name) for name in machines if name != key
+                       and (parts := split_key(name)) and here and parts[0] == here[0] and parts[2] == here[2])
+    others = [name for name in sorted(machines) if name != key and (parts := split_key(name)) and here
+              and parts[0] != here[0] and parts[2] == here[2]
+              and machines[name].get("vector_isa", vector_isa) == vector_isa]
+
+    def lookup(kind: str, variant: str, int8_own_cpu_only: bool) -> Band | None:
+        if runs := _runs(own, model, kind, variant):
+            return band_from_runs(runs)
+        for _, name in same_cpu:
+            if runs := _runs(machines[name], model, kind, variant):
+                band = band_from_runs(runs)
+                return Band(band.expected, band.margin + OTHER_THREADS_MARGIN,
+                            f"same CPU at {split_key(name)[1]} threads", band.runs)
+        if int8_own_cpu_only:
+            return None
+        found = []
+        for name in others:
+            if Variant.parse(variant).precision == "bf16" and machines[name].get("bf16_class") != bf16_kind:
                 continue
-            worst = max(band["expected"], portable.get(backend, {}).get("expected", 0.0))
-            portable[backend] = {"expected": worst, "max": round(worst * PORTABLE_SLACK, 3)}
-    bands: dict[str, dict[str, float]] = {}
-    origin: dict[str, list[str]] = {"own": [], "portable": [], "fp32 bound": [], "int8 bound": [], "default": []}
-    for variant in variants or tuple(dict.fromkeys([*own, *portable])):
-        base = Variant.parse(variant).backend
-        if variant in own:
-            bands[variant], where = own[variant], "own"
-        elif Variant.parse(variant).precision == "int8" and base == YARDSTICK:
-            bands[variant], where = {"expected": INT8_BOUND, "max": INT8_BOUND}, "int8 bound"
-        elif variant in portable:
-            bands[variant], where = portable[variant], "portable"
-        elif base in portable:  # a reduced precision no comparable machine stored: no slower than its fp32
-            bands[variant], where = portable[base], "fp32 bound"
-        elif base in DEFAULT_BOUNDS:
-            bands[variant], where = {"expected": DEFAULT_BOUNDS[base], "max": DEFAULT_BOUNDS[base]}, "default"
-        else:
+            if runs := _runs(machines[name], model, kind, variant):
+                found.append((statistics.median(runs), name))
+        if not found:
+            return None
+        worst = max(value for value, _ in found) if kind == "ratios" else min(value for value, _ in found)
+        # A band of width OTHER_CPU_FACTOR: high = worst x factor (ratios), low = worst / factor (the floor).
+        return Band(worst, OTHER_CPU_FACTOR - 1, "other CPUs: " + ", ".join(name for _, name in found))
+
+    bands: dict[str, Band] = {}
+    for variant in variants:
+        if variant == REFERENCE_BACKEND:
             continue
-        origin[where].append(variant)
-    efficiency, efficiency_source = None, ""
-    stored = own_entry.get("efficiency", {}).get(model, {}).get(YARDSTICK)
-    if stored:
-        efficiency = stored
-        efficiency_source = f"{YARDSTICK} efficiency stored for {key}"
-    else:
-        lowest = [e["efficiency"][model][YARDSTICK]["expected"] for e in others.values()
-                  if YARDSTICK in e.get("efficiency", {}).get(model, {})]
-        if lowest:
-            efficiency = {"expected": min(lowest), "min": round(min(lowest) / EFFICIENCY_PORTABLE_SLACK, 3)}
-            efficiency_source = (f"{YARDSTICK} efficiency: lowest stored for {model} / {EFFICIENCY_PORTABLE_SLACK}")
-    parts = []
-    if origin["own"]:
-        parts.append(f"stored for {key}: {', '.join(origin['own'])}")
-    if origin["portable"]:
-        parts.append(f"portable bounds (largest ratio expected on {', '.join(others)} x {PORTABLE_SLACK}): "
-                     f"{', '.join(origin['portable'])}")
-    if origin["fp32 bound"]:
-        parts.append(f"their backend's fp32 bound (no stored machine has {bf16_kind} bf16 hardware): "
-                     f"{', '.join(origin['fp32 bound'])}")
-    if origin["int8 bound"]:
-        parts.append(f"faster than {YARDSTICK} fp32 (≤ {INT8_BOUND:g}x, no int8 ratio stored for {key}): "
-                     f"{', '.join(origin['int8 bound'])}")
-    if origin["default"]:
-        parts.append("default bounds: " + ", ".join(f"{v} <= {bands[v]['max']:g}x" for v in origin["default"]))
-    if efficiency_source:
-        parts.append(efficiency_source)
-    return Expectations(bands, "; ".join(parts) or "no bounds", frozenset(origin["own"]), efficiency)
+        parsed = Variant.parse(variant)
+        int8 = parsed.precision == "int8"
+        band = lookup("ratios", variant, int8)
+        if band is None and int8 and parsed.backend == REFERENCE_BACKEND:
+            band = Band(INT8_BOUND / (1 + MAX_MARGIN), MAX_MARGIN, f"faster than {REFERENCE_BACKEND} fp32")
+        if band is None and parsed.precision != "fp32":
+            fp32 = lookup("ratios", parsed.backend, False) if parsed.backend != REFERENCE_BACKEND else None
+            if fp32 is not None:
+                band = Band(fp32.expected, fp32.margin, f"{parsed.backend}'s fp32 band ({fp32.origin})", fp32.runs)
+        if band is None and parsed.backend in DEFAULT_BOUNDS:
+            bound = DEFAULT_BOUNDS[parsed.backend]
+            band = Band(bound, 0.0, "default bound")
+        if band is not None:
+            bands[variant] = band
+    floor = lookup("peak_share", REFERENCE_BACKEND, False)
+    note = ""
+    if floor is None:
+        if model_gflop is None:
+            note = "no FLOP count for this model"
+        elif model_gflop < MIN_FLOOR_GFLOP:
+            note = (f"{model_gflop * 1e3:.0f} MFLOP a forward pass: too small for a FLOP floor (its time is call "
+                    "overhead)")
+        else:
+            floor = Band(GENERIC_PEAK_SHARE_FLOOR, 0.0, "generic floor for a model no machine stored")
+    return Expectations(bands, floor, note, frozenset(v for v, b in bands.items() if b.origin == "own"))
+
+
+# --- the decision ----------------------------------------------------------------------------------------------
+
+
+PASS, FAIL, MORE = "pass", "fail", "more"
+
+
+def decide_ratio(interval: Ratio, band: Band, first_look: bool = False) -> str:
+    """Pass inside the band's top, fail above it; straddling (or outside on the first look) asks for more."""
+    if interval.high <= band.high:
+        return PASS
+    if interval.low > band.high and not first_look:
+        return FAIL
+    return MORE
+
+
+def decide_floor(interval: Ratio, band: Band, first_look: bool = False) -> str:
+    if interval.low >= band.low:
+        return PASS
+    if interval.high < band.low and not first_look:
+        return FAIL
+    return MORE
+
+
+def implausible_ceiling(row: BenchRow) -> float:
+    """The share of the peak above which a float32 row did less arithmetic than its model asks for: the peak, times
+    what a Winograd build saves on the model's eligible convolutions (flops.winograd_allowance)."""
+    from .winograd import WINOGRAD
+
+    allowance = row.context.get("winograd_allowance", 1.0) if row.context.get("tvm_lowering") == WINOGRAD else 1.0
+    return IMPLAUSIBLE_PEAK_SHARE * allowance
+
+
+@dataclass
+class Finding:
+    model: str
+    variant: str
+    kind: str  # "ratio", "floor", "implausible", "missing", "faster"
+    found: Ratio | None
+    band: Band | None
+    looks: int = 1
+    note: str = ""
+
+    def __str__(self) -> str:
+        where = f"{self.model}-{self.variant}"
+        looks = f" after {self.looks} looks" if self.looks > 1 else ""
+        if self.kind == "missing":
+            return f"{where}: no timing in this run ({self.note}), expected {self.band.describe()}"
+        if self.kind == "floor":
+            return (f"{where}: runs at {self.found.value:.0%} [{self.found.low:.0%}, {self.found.high:.0%}] of this "
+                    f"CPU's float32 peak{looks}, below its floor {self.band.low:.0%} (expected {self.band.expected:.0%}"
+                    f", {self.band.origin}): {REFERENCE_BACKEND} itself (or its export) is slower")
+        if self.kind == "implausible":
+            return (f"{where}: {self.found.value:.0%} [{self.found.low:.0%}, {self.found.high:.0%}] of this CPU's "
+                    f"float32 peak is implausible for float32 (at most {self.note}): it ran in lower precision or "
+                    "skipped work")
+        if self.kind == "faster":
+            return (f"{where}: {self.found}{looks} is faster than stored ({self.band.describe()}): update the bands? "
+                    "(`pytest benches/ --gate-update`)")
+        return (f"{where}: {self.found} {REFERENCE_BACKEND}{looks}, above its band {self.band.describe()}: "
+                "slower than stored")
 
 
 @dataclass
 class GateOutcome:
-    violations: list[Violation]
-    checked: list[str]  # what was compared with a bound, and found
-    unchecked: list[str]  # selected variants nothing was compared for, and why: never enough to pass
+    failures: list[Finding] = field(default_factory=list)
+    notices: list[Finding] = field(default_factory=list)  # faster than stored
+    checked: list[str] = field(default_factory=list)
+    unchecked: list[str] = field(default_factory=list)
 
 
-def check(rows: list[BenchRow], expected_for_machine: dict[str, dict[str, dict[str, float]]],
-          selected: tuple[str, ...] = (), excused: dict[str, str] | None = None,
-          efficiency: dict[str, dict[str, float]] | None = None) -> GateOutcome:
-    """Hold every row to its band: ratios to the yardstick (upper bounds), the yardstick's efficiency (a lower
-    bound, per model in `efficiency`), and no float32 variant above IMPLAUSIBLE_FP32_EFFICIENCY of the GEMM rate.
-
-    A variant in `selected` that has a band but no timing is a violation: a tuning log that no longer applies
-    fails the tvm-tuned build, and the gate must not pass because that row went missing. Only a variant in
-    `excused` (variant -> why: not installed, no such hardware) is listed as unchecked instead.
-    """
+def run_gate(model: str, rows: list[BenchRow], expectations: Expectations, selected: tuple[str, ...],
+             excused: dict[str, str], floor_shares: list[float], retime: Any = None,
+             extensions: int = EXTENSIONS) -> GateOutcome:
+    """Judge one model's rows. `floor_shares`: ONNX Runtime's share of the peak per rotation. `retime(variants)`
+    times the undecided variants again with ONNX Runtime and the peak, interleaved, and returns their paired ratios
+    ({variant: [...]}) and ONNX Runtime's shares ({"peak_share": [...]}); with None, what was measured decides
+    (the median, as at the cap)."""
     from .precision import Variant
+    from .stats import median_interval
 
-    excused = excused or {}
-    table = ratio_table(rows, YARDSTICK)
-    outcome = GateOutcome([], [], [])
-    models = dict.fromkeys(r.model for r in rows)
-    for model in models:
-        for backend in selected:
-            entry = expected_for_machine.get(model, {}).get(backend)
-            if backend == YARDSTICK or (model, backend) in table:
-                continue
-            if backend in excused:
-                outcome.unchecked.append(f"{model}-{backend} not checked ({excused[backend]})")
-            elif entry is not None:
-                outcome.checked.append(f"{model}-{backend} missing")
-                outcome.violations.append(Violation(model, backend, None, entry["max"], entry["expected"]))
+    outcome = GateOutcome()
+    timed = {r.backend: r for r in rows if r.timing}
+    reference = timed.get(REFERENCE_BACKEND)
+    pairs: dict[str, list[float]] = {}
+    for variant in selected:
+        if variant == REFERENCE_BACKEND:
+            continue
+        band = expectations.ratios.get(variant)
+        if variant not in timed:
+            if variant in excused:
+                outcome.unchecked.append(f"{model}-{variant} not checked ({excused[variant]})")
+            elif band is not None:
+                outcome.failures.append(Finding(model, variant, "missing", None, band, note="build failed or skipped"))
             else:
-                outcome.unchecked.append(f"{model}-{backend} not checked (no timing and no band)")
-    for (model, backend), interval in sorted(table.items()):
-        if backend == YARDSTICK:
+                outcome.unchecked.append(f"{model}-{variant} not checked (no timing and no band)")
             continue
-        entry = expected_for_machine.get(model, {}).get(backend)
-        if entry is None:
-            outcome.unchecked.append(f"{model}-{backend} {interval} not checked (no band for it)")
+        if band is None:
+            outcome.unchecked.append(f"{model}-{variant} not checked (no band for it)")
             continue
-        outcome.checked.append(f"{model}-{backend} {interval} (≤ {entry['max']:.2f}x)")
-        # Out of band only when the whole interval is: a band can then be narrow where the measurement is tight.
-        if interval.low > entry["max"]:
-            outcome.violations.append(Violation(model, backend, interval.value, entry["max"], entry["expected"]))
+        row = timed[variant]
+        pairs[variant] = [row.rounds[r] / reference.rounds[r] for r in sorted(row.rounds)
+                          if r in reference.rounds and reference.rounds[r] > 0]
+    floor_shares = list(floor_shares)
+
+    def interval(values: list[float]) -> Ratio:
+        return Ratio(*median_interval(values), pairs=len(values))
+
+    looks = 1
+    pending = dict.fromkeys(pairs)
+    floor_pending = expectations.floor is not None and bool(floor_shares)
+    while True:
+        undecided = []
+        for variant in list(pending):
+            verdict = decide_ratio(interval(pairs[variant]), expectations.ratios[variant], first_look=looks == 1)
+            if verdict == MORE and (retime is None or looks > extensions):
+                verdict = FAIL if statistics.median(pairs[variant]) > expectations.ratios[variant].high else PASS
+            if verdict == MORE:
+                undecided.append(variant)
+            else:
+                pending[variant] = (verdict, looks)
+        floor_verdict = None
+        if floor_pending:
+            floor_verdict = decide_floor(interval(floor_shares), expectations.floor, first_look=looks == 1)
+            if floor_verdict == MORE and (retime is None or looks > extensions):
+                floor_verdict = FAIL if statistics.median(floor_shares) < expectations.floor.low else PASS
+        if not undecided and floor_verdict != MORE:
+            break
+        more = retime(undecided)
+        looks += 1
+        for variant in undecided:
+            pairs[variant] += more.get(variant, [])
+        floor_shares += more.get("peak_share", [])
+    for variant, (verdict, when) in ((v, pending[v]) for v in pairs):
+        found, band = interval(pairs[variant]), expectations.ratios[variant]
+        outcome.checked.append(f"{model}-{variant} {found} (≤ {band.high:.3g}x, {band.origin}"
+                               + (f", {when} looks" if when > 1 else "") + ")")
+        if verdict == FAIL:
+            outcome.failures.append(Finding(model, variant, "ratio", found, band, when))
+        elif found.high < band.low and band.origin != "default bound":
+            outcome.notices.append(Finding(model, variant, "faster", found, band, when))
+    if reference is not None:
+        if floor_pending:
+            found, band = interval(floor_shares), expectations.floor
+            outcome.checked.append(f"{model}-{REFERENCE_BACKEND} {found.value:.0%} [{found.low:.0%}, {found.high:.0%}]"
+                                   f" of the peak (≥ {band.low:.0%}, {band.origin})")
+            if floor_verdict == FAIL:
+                outcome.failures.append(Finding(model, REFERENCE_BACKEND, "floor", found, band, looks))
+            elif band.margin and found.low > band.high:
+                outcome.notices.append(Finding(model, REFERENCE_BACKEND, "faster", found, band, looks))
+        elif expectations.floor is None:
+            outcome.unchecked.append(f"{model}-{REFERENCE_BACKEND} floor not checked ({expectations.floor_note})")
+        else:
+            outcome.failures.append(Finding(model, REFERENCE_BACKEND, "missing", None, expectations.floor,
+                                            note="no share of the peak: the yardstick's peak kernel has no timing"))
     for row in rows:
-        share = row.context.get("efficiency")
-        if share is None or not row.timing:
+        low = row.context.get("peak_share_low")
+        if low is None or Variant.parse(row.backend).precision != "fp32":
             continue
-        low, high = row.context["efficiency_low"], row.context["efficiency_high"]
-        floor = (efficiency or {}).get(row.model)
-        if row.backend == YARDSTICK and floor:
-            outcome.checked.append(f"{row.model}-{YARDSTICK} {share:.0%} [{low:.0%}, {high:.0%}] of the GEMM rate "
-                                   f"(≥ {floor['min']:.0%})")
-            if high < floor["min"]:
-                outcome.violations.append(Violation(row.model, row.backend, share, floor["min"], floor["expected"],
-                                                    kind="efficiency"))
-        ceiling = implausible_fp32_efficiency(row)
-        if Variant.parse(row.backend).precision == "fp32" and low > ceiling:
-            outcome.violations.append(Violation(row.model, row.backend, share, ceiling, 1.0, kind="implausible"))
+        ceiling = implausible_ceiling(row)
+        if low > ceiling:
+            found = Ratio(row.context["peak_share"], low, row.context["peak_share_high"], 0)
+            outcome.failures.append(Finding(model, row.backend, "implausible", found, None, note=f"{ceiling:.0%}"))
     return outcome
 
 
-def implausible_fp32_efficiency(row: BenchRow) -> float:
-    """The share of the GEMM rate above which a float32 row did less arithmetic than its model asks for. Efficiency
-    counts the model's direct multiplications, so a Winograd build (winograd.py), which needs as few as
-    MULTIPLY_SHARE of them, may run that much faster before it is implausible."""
-    if row.context.get("tvm_lowering") == WINOGRAD:
-        return IMPLAUSIBLE_FP32_EFFICIENCY / MULTIPLY_SHARE
-    return IMPLAUSIBLE_FP32_EFFICIENCY
+# --- storing ---------------------------------------------------------------------------------------------------
 
 
-def update(path: Path, key: str, rows: list[BenchRow], context: dict[str, Any]) -> dict[str, Any]:
-    """Store this run's ratios (and ONNX Runtime's efficiency) as the expected ones for `key`, keeping other
-    machines' entries."""
-    data = load_expected(path) or {"slack": SLACK, "machines": {}}
-    entries: dict[str, dict[str, dict[str, float]]] = {}
-    for (model, backend), ratio in sorted(ratios(rows, YARDSTICK).items()):
-        if backend != YARDSTICK:
-            entries.setdefault(model, {})[backend] = {"expected": round(ratio, 3), "max": round(ratio * SLACK, 3)}
-    if not entries:
-        raise UsageError(f"--gate-update: no ratio to store (needs {YARDSTICK} and another backend timed)")
-    efficiency = {r.model: {YARDSTICK: {"expected": round(r.context["efficiency"], 3),
-                                        "min": round(r.context["efficiency"] / EFFICIENCY_SLACK, 3)}}
-                  for r in rows if r.backend == YARDSTICK and "efficiency" in r.context}
-    data["slack"] = SLACK
-    data["machines"][key] = {"updated": time.strftime("%Y-%m-%d"), **context, "ratios": entries,
-                             **({"efficiency": efficiency} if efficiency else {})}
+def update(path: Path, key: str, rows: list[BenchRow], context: dict[str, Any]) -> list[str]:
+    """Add this run's ratios (and ONNX Runtime's peak share) to `key`'s stored runs, for what this run measured
+    only: other models, precisions, variants and machines are kept. Returns old vs new bands, a line each."""
+    from .results import ratio_table
+
+    data = load_expected(path)
+    entry = data["machines"].setdefault(key, {})
+    entry.update({"updated": time.strftime("%Y-%m-%d"), **context})
+    models = entry.setdefault("models", {})
+    changes: list[str] = []
+
+    def add(model: str, kind: str, variant: str, value: float) -> None:
+        stored = models.setdefault(model, {}).setdefault(kind, {}).setdefault(variant, {"runs": []})
+        old = band_from_runs(stored["runs"]) if stored["runs"] else None
+        stored["runs"] = [*stored["runs"], round(value, 4)][-MAX_RUNS:]
+        new = band_from_runs(stored["runs"])
+        what = "share of the peak" if kind == "peak_share" else f"x {REFERENCE_BACKEND}"
+        changes.append(f"{model}-{variant} ({what}): {old.describe() if old else 'none'} -> {new.describe()}")
+
+    table = ratio_table(rows, REFERENCE_BACKEND)
+    for (model, variant), ratio in sorted(table.items()):
+        if variant != REFERENCE_BACKEND:
+            add(model, "ratios", variant, ratio.value)
+    for row in rows:
+        if row.backend == REFERENCE_BACKEND and "peak_share" in row.context:
+            add(row.model, "peak_share", REFERENCE_BACKEND, row.context["peak_share"])
+    if not changes:
+        raise UsageError(f"--gate-update: no ratio to store (needs {REFERENCE_BACKEND} and another backend timed)")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    return data
+    path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    return changes
+
+
+# --- the gate on a session ---------------------------------------------------------------------------------------
+
+
+def floor_shares(suite: Any, model: str, reference_rounds: dict[int, float],
+                 peak_rounds: dict[int, float] | None = None) -> list[float]:
+    """ONNX Runtime's share of the float32 peak per rotation (its round against the peak kernel's round)."""
+    from .yardstick import PEAK
+
+    flops, kernels = suite.flops(model), suite.yardstick_kernels()
+    peak = peak_rounds if peak_rounds is not None else suite.yardstick_rounds(model).get(PEAK, {})
+    if not flops or not isinstance(kernels.get(PEAK), dict):
+        return []
+    per_call = kernels[PEAK]["flops_per_call"]
+    return [flops / per_call * peak[r] / seconds for r, seconds in sorted(reference_rounds.items())
+            if r in peak and seconds > 0]
+
+
+def judge(suite: Any, model: str, data: dict[str, Any]) -> tuple[GateOutcome, str]:
+    """The gate on one model of a session: bands for this machine, then the sequential decision, timing undecided
+    variants again beside ONNX Runtime and the peak kernel. Returns the outcome and where the bands came from."""
+    from .machine import bf16_class, host_profile
+    from .schedule import paired_ratios
+    from .yardstick import PEAK
+
+    settings = suite.settings
+    key = machine_key(settings.threads, settings.batch_size)
+    flops = suite.flops(model)
+    expectations = expectations_for(data, key, model, settings.variants, bf16_class(), host_profile().vector_isa,
+                                    None if flops is None else flops / 1e9)
+    excused = {}
+    for variant in settings.variants:
+        # A variant that cannot exist here (not installed, no bf16 hardware, no tuning log at all) is reported, not
+        # failed, unless this machine's own runs expect it. A build failure or a dead worker always fails.
+        state, why = suite.build_outcome(model, variant)
+        if state == "unavailable" and variant not in expectations.own:
+            excused[variant] = f"skipped: {why}"
+    rows = [r for r in suite.results if r.model == model and r.timing]
+    reference = next(r for r in rows if r.backend == REFERENCE_BACKEND)
+
+    def retime(variants: list[str]) -> dict[str, list[float]]:
+        schedule = suite.retime(model, [REFERENCE_BACKEND, *variants], seconds_per_variant=EXTENSION_SECONDS)
+        for rounds in schedule.rounds.values():
+            if rounds.failure is not None:
+                raise rounds.failure
+        ref = schedule.rounds[REFERENCE_BACKEND]
+        more = {variant: paired_ratios(schedule.rounds[variant], ref) for variant in variants}
+        peak = schedule.rounds.get(PEAK)
+        more["peak_share"] = floor_shares(suite, model, ref.round_means, peak.round_means if peak else {})
+        return more
+
+    outcome = run_gate(model, rows, expectations, settings.variants, excused,
+                       floor_shares(suite, model, reference.rounds), retime)
+    origins = sorted({band.origin for band in expectations.ratios.values()})
+    note = f"bands for {key}: " + ", ".join(origins)
+    return outcome, note

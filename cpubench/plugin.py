@@ -3,6 +3,8 @@ the end-of-session report."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from .backends import BackendUnavailable
@@ -174,19 +176,33 @@ def timed_rounds(config, suite: SuiteSession, benchmark, model: str, variant: st
     return rounds.round_means
 
 
-def efficiency_context(suite: SuiteSession, model: str, rounds: dict[int, float]) -> dict[str, float]:
-    """The variant's share of this CPU's float32 GEMM rate, timed in the same rotations (cpubench/yardstick.py)."""
-    from .yardstick import efficiency, rate_gflops
+def efficiency_context(suite: SuiteSession, model: str, rounds: dict[int, float]) -> dict[str, Any]:
+    """The variant's share of this CPU's float32 peak, per rotation against the peak kernel's round of the same
+    rotation, and its efficiency: the same against the best GEMM of the installed libraries (cpubench/yardstick.py)."""
+    from .yardstick import GEMMS, PEAK, peak_share, rate_gflops
 
-    flops, gemm = suite.flops(model), suite.gemm_rounds(model)
-    share = efficiency(rounds, gemm, flops) if flops and gemm else None
+    flops, kernels, timed = suite.flops(model), suite.yardstick_kernels(), suite.yardstick_rounds(model)
+    if not flops or PEAK not in timed or not isinstance(kernels.get(PEAK), dict):
+        return {}
+    share = peak_share(rounds, timed[PEAK], kernels[PEAK]["flops_per_call"], flops)
     if share is None:
         return {}
-    rate = rate_gflops(gemm)
-    return {"model_gflop": round(flops / 1e9, 3), "cpu_gemm_gflops": round(rate[0], 1),
-            "cpu_gemm_gflops_low": round(rate[1], 1), "cpu_gemm_gflops_high": round(rate[2], 1),
-            "efficiency": round(share.value, 4), "efficiency_low": round(share.low, 4),
-            "efficiency_high": round(share.high, 4)}
+    peak = rate_gflops(kernels[PEAK]["flops_per_call"], timed[PEAK])
+    context: dict[str, Any] = {
+        "model_gflop": round(flops / 1e9, 3), "winograd_allowance": round(suite.winograd_allowance(model), 3),
+        "cpu_peak_gflops": round(peak[0], 1), "cpu_peak_gflops_low": round(peak[1], 1),
+        "cpu_peak_gflops_high": round(peak[2], 1),
+        "peak_share": round(share.value, 4), "peak_share_low": round(share.low, 4),
+        "peak_share_high": round(share.high, 4)}
+    gemms = {name: rate_gflops(kernels[name]["flops_per_call"], timed[name]) for name in GEMMS
+             if name in timed and isinstance(kernels.get(name), dict)}
+    if gemms:
+        best = max(gemms, key=lambda name: gemms[name][0])
+        scale = peak[0] / gemms[best][0]  # the share of the peak, as a share of the best GEMM's rate
+        context.update({"cpu_gemm": best, "cpu_gemm_gflops": round(gemms[best][0], 1),
+                        "efficiency": round(share.value * scale, 4), "efficiency_low": round(share.low * scale, 4),
+                        "efficiency_high": round(share.high * scale, 4)})
+    return context
 
 
 def record_benchmark(suite: SuiteSession, benchmark, loaded: LoadedBackend, rounds: dict[int, float]) -> None:
@@ -262,16 +278,30 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
 
     write_report(suite, terminalreporter)
     if suite.settings.gate_update:
-        from . import gate
-        from .machine import bf16_class
+        store_bands(suite, terminalreporter, exitstatus)
 
-        settings = suite.settings
-        key = gate.machine_key(settings.threads, settings.batch_size)
-        try:
-            gate.update(settings.gate_file, key, suite.results,
-                        {"cpu_name": machine_summary()["cpu_name"], "threads": settings.threads,
-                         "bf16_class": bf16_class()})
-        except UsageError as exc:
-            terminalreporter.write_line(f"gate update failed: {exc}", red=True)
-        else:
-            terminalreporter.write_line(f"expected ratios for {key} stored in {settings.gate_file}")
+
+def store_bands(suite: SuiteSession, terminalreporter, exitstatus) -> None:
+    """--gate-update: add this run's ratios to this machine's stored runs, for what it measured only, and print old
+    vs new bands; a run with a failed test is refused (its numbers may be a failure's)."""
+    from . import gate
+    from .machine import bf16_class, host_profile, llvm_cpu
+
+    settings = suite.settings
+    failed = len(terminalreporter.stats.get("failed", [])) + len(terminalreporter.stats.get("error", []))
+    if failed or exitstatus not in (0, pytest.ExitCode.OK):
+        terminalreporter.write_line(f"--gate-update refused: {failed or 'some'} test(s) failed in this run; nothing "
+                                    f"stored in {settings.gate_file}", red=True)
+        return
+    key = gate.machine_key(settings.threads, settings.batch_size)
+    try:
+        changes = gate.update(settings.gate_file, key, suite.results,
+                              {"cpu_name": machine_summary()["cpu_name"], "llvm_cpu": llvm_cpu(),
+                               "threads": settings.threads, "bf16_class": bf16_class(),
+                               "vector_isa": host_profile().vector_isa})
+    except UsageError as exc:
+        terminalreporter.write_line(f"gate update failed: {exc}", red=True)
+        return
+    terminalreporter.write_line(f"bands for {key} updated in {settings.gate_file} (old -> new):")
+    for line in changes:
+        terminalreporter.write_line(f"  {line}")

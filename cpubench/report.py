@@ -6,11 +6,12 @@ import json
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from .images import describe_class
 from .machine import summary as machine_summary
 from .models import preprocessing_note
-from .results import REFERENCE, YARDSTICK, BenchRow, ratio_of, ratio_table
+from .results import REFERENCE_BACKEND, SPEEDUP_BASELINE, BenchRow, ratio_of, ratio_table
 from .versions import backend_versions
 
 
@@ -35,10 +36,15 @@ def _interval_ms(row: BenchRow) -> str:
 
 
 def _efficiency(row: BenchRow) -> str:
+    """`76% [75, 77] · 48%`: the share of the best GEMM's rate with its interval, then of the float32 peak."""
     c = row.context
-    if "efficiency" not in c:
+    if "peak_share" not in c:
         return "—"
-    return f"{c['efficiency'] * 100:.0f}% [{c['efficiency_low'] * 100:.0f}, {c['efficiency_high'] * 100:.0f}]"
+    peak = f"{c['peak_share'] * 100:.0f}% of peak"
+    if "efficiency" not in c:
+        return peak
+    return (f"{c['efficiency'] * 100:.0f}% [{c['efficiency_low'] * 100:.0f}, {c['efficiency_high'] * 100:.0f}] · "
+            + peak)
 
 
 def _agreement(row: BenchRow) -> str:
@@ -55,17 +61,45 @@ def _mib(value: float | None) -> str:
     return "—" if value is None else f"{value:.0f}"
 
 
+def yardstick_lines(suite: Any, rows: list[BenchRow]) -> list[str]:
+    """What the efficiency columns are measured against: this CPU's float32 peak and each library's GEMM, with the
+    kernel each ran, timed in the run's rotations; and each model's FLOPs."""
+    from .yardstick import GEMMS, PEAK, rate_gflops
+
+    kernels = suite.yardstick_kernels() if hasattr(suite, "yardstick_kernels") else {}
+    lines = []
+    for model in dict.fromkeys(r.model for r in rows):
+        c = next((r.context for r in rows if r.model == model and "peak_share" in r.context), None)
+        if c is None:
+            continue
+        timed = suite.yardstick_rounds(model)
+        parts = [f"peak {c['cpu_peak_gflops']:.0f} GFLOP/s [{c['cpu_peak_gflops_low']:.0f}, "
+                 f"{c['cpu_peak_gflops_high']:.0f}] ({kernels[PEAK]['kernel']})"]
+        for name in GEMMS:
+            info = kernels.get(name)
+            if isinstance(info, dict) and name in timed:
+                best = " (best)" if name == c.get("cpu_gemm") else ""
+                rate = rate_gflops(info["flops_per_call"], timed[name])[0]
+                parts.append(f"{name} {rate:.0f} GFLOP/s{best} ({info['kernel']})")
+            elif name in kernels:
+                parts.append(f"{name} not timed ({info if isinstance(info, str) else 'no rounds'})")
+        lines.append(f"- {model}: {c['model_gflop']:.2f} GFLOP a forward pass (counted on its ONNX graph, batch "
+                     f"{c.get('batch_size', 1)}); this CPU in the same rotations: " + "; ".join(parts))
+    return lines
+
+
 def table_lines(rows: list[BenchRow]) -> list[str]:
     """Markdown tables, two per model (speed; what its own process cost), backends in the suite's order."""
-    speedup = ratio_table(rows, REFERENCE)
-    vs_ort = ratio_table(rows, YARDSTICK)
+    speedup = ratio_table(rows, SPEEDUP_BASELINE)
+    vs_ort = ratio_table(rows, REFERENCE_BACKEND)
     lines: list[str] = []
     for model in dict.fromkeys(r.model for r in rows):
         ordered = sorted((r for r in rows if r.model == model), key=_backend_order)
         int8 = any(r.precision == "int8" for r in ordered)
         lines += [f"### {model}", "",
                   "| backend | precision | median ms [95% interval] | p90 ms | images/s | rounds "
-                  f"| × {YARDSTICK} [95% interval] | % of this CPU's fp32 GEMM rate | speed-up vs {REFERENCE} "
+                  f"| × {REFERENCE_BACKEND} [95% interval] | % of the best fp32 GEMM · of the fp32 peak "
+                  f"| speed-up vs {SPEEDUP_BASELINE} "
                   "| top-1 |" + (" same top-1 as fp32, evaluation set |" if int8 else ""),
                   "|---|---|---:|---:|---:|---:|---:|---:|---:|---|" + ("---:|" if int8 else "")]
         for r in ordered:
@@ -110,9 +144,9 @@ def verdict_line(rows: list[BenchRow], model: str) -> str:
     if rest and not tied:
         second = rest[0]
         line += f"; {ratio_of(second, best)} ahead of {second.label} ({second.ms('median'):.2f} ms)"
-    ort = next((r for r in timed if r.backend == YARDSTICK), None)
+    ort = next((r for r in timed if r.backend == REFERENCE_BACKEND), None)
     if ort is not None and ort is not best and ort not in tied and ort not in rest[:1]:
-        line += f", {ratio_of(ort, best)} faster than {YARDSTICK} fp32"
+        line += f", {ratio_of(ort, best)} faster than {REFERENCE_BACKEND} fp32"
     if best.precision == "int8":
         line += f" (int8: {_gives_up(best)})"
     precisions = list(dict.fromkeys(r.precision for r in timed))
@@ -151,14 +185,7 @@ def context_lines(rows: list[BenchRow], suite) -> list[str]:
                          + (f" ({choice})" if choice else "")
                          + f", {r.context.get('tuning_coverage', '?')}, target `{r.context.get('tvm_target', '?')}`"
                          + agreement)
-    for model in dict.fromkeys(r.model for r in rows):
-        c = next((r.context for r in rows if r.model == model and "cpu_gemm_gflops" in r.context), None)
-        if c is not None:
-            lines.append(f"- {model}: {c['model_gflop']:.2f} GFLOP a forward pass (torch.utils.flop_counter, "
-                         f"batch {settings.batch_size}); this CPU's fp32 GEMM rate in the same rotations: "
-                         f"{c['cpu_gemm_gflops']:.0f} GFLOP/s [{c['cpu_gemm_gflops_low']:.0f}, "
-                         f"{c['cpu_gemm_gflops_high']:.0f}] ({settings.threads} threads, numpy matmul "
-                         "1024x1024x1024)")
+    lines += yardstick_lines(suite, rows)
     for model, cost in getattr(suite, "boundary", {}).items():
         timed = [r.timing["median"] for r in rows if r.model == model and r.timing]
         if not cost or not timed:
@@ -208,7 +235,7 @@ def write_report(suite, terminalreporter) -> dict[str, Path]:
     payload = {
         "machine": machine, "versions": backend_versions(), "threads": suite.settings.threads,
         "batch_size": suite.settings.batch_size, "image": suite.image_path.name,
-        "ratios_vs_onnxruntime": {f"{m}-{b}": asdict(v) for (m, b), v in ratio_table(rows, YARDSTICK).items()},
+        "ratios_vs_onnxruntime": {f"{m}-{b}": asdict(v) for (m, b), v in ratio_table(rows, REFERENCE_BACKEND).items()},
         "process_boundary": getattr(suite, "boundary", {}),
         "results": [asdict(r) for r in rows],
     }

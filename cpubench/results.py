@@ -11,8 +11,8 @@ from typing import Any
 
 from .stats import median_interval
 
-REFERENCE = "torch"  # speed-up column: the blog post compared everything to PyTorch
-YARDSTICK = "onnxruntime"  # ratio column and regression gate: the fastest, steadiest backend here
+SPEEDUP_BASELINE = "torch"  # speed-up column: the blog post compared everything to PyTorch
+REFERENCE_BACKEND = "onnxruntime"  # ratio column and regression gate: the fastest, steadiest backend here
 
 
 @dataclass

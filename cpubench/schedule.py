@@ -88,11 +88,12 @@ class Schedule:
 
 
 def plan_rotations(call_seconds: dict[Any, float], seconds_per_variant: float, round_seconds: float,
-                   min_rounds: int, always: tuple[Any, ...] = ()) -> dict[Any, list[int]]:
+                   min_rounds: int, always: tuple[Any, ...] = (), sparse: tuple[Any, ...] = ()) -> dict[Any, list[int]]:
     """Which rotations each variant takes part in. Every variant gets at least `min_rounds` rounds and about
     `seconds_per_variant` of timed calls; a variant whose single call outlasts a round takes part in evenly spaced
     rotations only, so it does not stretch every rotation. Variants in `always` take part in every rotation (the
-    yardstick: every ratio has a neighbour)."""
+    yardstick: every ratio has a neighbour); variants in `sparse` in a quarter of them, at least `min_rounds` (the
+    GEMMs, whose rates are read as medians over the run)."""
     def wanted(seconds_per_call: float) -> int:
         per_round = max(round_seconds, seconds_per_call)
         return max(min_rounds, math.ceil(seconds_per_variant / per_round))
@@ -100,13 +101,14 @@ def plan_rotations(call_seconds: dict[Any, float], seconds_per_variant: float, r
     total = max(min_rounds, math.ceil(seconds_per_variant / round_seconds))  # what a variant of short calls needs
     plan = {}
     for name, seconds in call_seconds.items():
-        count = total if name in always else wanted(seconds)
+        count = total if name in always else max(min_rounds, total // 4) if name in sparse else wanted(seconds)
         plan[name] = sorted({round(i * (total - 1) / max(1, count - 1)) for i in range(count)}) if count > 1 else [0]
     return plan
 
 
 def interleave(workers: dict[Any, RoundRunner], *, seconds_per_variant: float, min_rounds: int,
-               round_seconds: float = DEFAULT_ROUND_SECONDS, always: tuple[Any, ...] = (), seed: int | None = None,
+               round_seconds: float = DEFAULT_ROUND_SECONDS, always: tuple[Any, ...] = (),
+               sparse: tuple[Any, ...] = (), seed: int | None = None,
                on_failure: Callable[[Any, BaseException], None] | None = None) -> Schedule:
     """Time every worker in interleaved rounds. A worker that dies drops out; the others carry on. Workers are keyed
     by any name: a variant, or (model, variant) when several models share the rotations."""
@@ -146,7 +148,7 @@ def interleave(workers: dict[Any, RoundRunner], *, seconds_per_variant: float, m
                 rounds[name].started[rotation] = began
                 call_seconds.setdefault(name, min(calls))
         if rotation == 0:
-            plan = plan_rotations(call_seconds, seconds_per_variant, round_seconds, min_rounds, always)
+            plan = plan_rotations(call_seconds, seconds_per_variant, round_seconds, min_rounds, always, sparse)
             total = 1 + max((max(p) for p in plan.values()), default=0)
         rotation += 1
     return Schedule(rounds, total, round_seconds, time.perf_counter() - started, order_log)

@@ -20,10 +20,10 @@ from .int8_session import Int8Session
 from .models import BuiltModel, build_model, parse_spec
 from .options import Settings, physical_cores
 from .precision import Variant, cpu_lacks
-from .results import YARDSTICK, BenchRow
+from .results import REFERENCE_BACKEND, BenchRow
 from .schedule import LONG_CALL_SECONDS, ProcessRotation, Schedule, VariantRounds, boundary_cost, interleave
 from .worker import BuildRequest, Worker, WorkerDied, WorkerError, close_all
-from .yardstick import NAME as GEMM
+from .yardstick import GEMMS, KERNELS, PEAK, TORCH_FREE_KERNELS
 
 # Worker processes timing the yardstick (ONNX Runtime, 0.4 s to start): every ratio is divided by its median, and one
 # process's median can sit several percent from another's (measured: 58.9% against 62.5-63.1% of the GEMM rate).
@@ -65,8 +65,8 @@ class SuiteSession:
         self.export_seconds: dict[str, float] = {}
         self._loaded: dict[tuple[str, str], LoadedBackend | BaseException] = {}
         self._schedules: dict[str, Schedule] = {}
-        self._gemm: Worker | BaseException | None = None
-        self._flops: dict[str, int | None] = {}
+        self._kernels: dict[str, tuple[Worker, dict[str, Any]] | BaseException] = {}  # the yardstick's workers
+        self._flops: dict[str, Any] = {}  # model -> flops.FlopCount or None
         self._rotations: dict[tuple[str, str], ProcessRotation] = {}  # pooled processes, per (model, variant)
         self._pool_failures: dict[tuple[str, str], UsageError] = {}  # variants whose processes disagreed
         self.int8 = Int8Session(self)  # quantized models and answers on the evaluation set
@@ -195,7 +195,7 @@ class SuiteSession:
             tuning_logs=self.settings.tuning_logs, tuning_log_exact=self.settings.tuning_log_exact,
             tuning_log_name=tuning_log or self.settings.tuning_log,
             batch=make_batch(self.image_for(model_name), self.settings.batch_size),
-            block_modules=("torch",) if variant.backend in TORCH_FREE or variant.backend == GEMM else (),
+            block_modules=("torch",) if variant.backend in TORCH_FREE or variant.backend in TORCH_FREE_KERNELS else (),
             calibration=self.int8.calibration(model_name) if int8 and not qdq else None)
         threads = str(self.settings.threads)
         suffix = f"-p{copy + 1}" if copy else (f"-{label}" if label else "")
@@ -228,7 +228,7 @@ class SuiteSession:
     def processes_for(self, model: str, variant: str) -> int:
         """How many worker processes take `variant`'s rounds in turn: --processes; the yardstick, which every ratio
         divides by, at least YARDSTICK_PROCESSES; one for a variant whose call outlasts a few rounds."""
-        if variant == YARDSTICK:
+        if variant == REFERENCE_BACKEND:
             return max(YARDSTICK_PROCESSES, self.settings.processes)
         if self.loaded(model, variant).process["first_call_seconds"] > LONG_CALL_SECONDS:
             return 1
@@ -298,23 +298,42 @@ class SuiteSession:
                               f"`{self.reproduce_command(model, variant)}`")
         return worker
 
-    def gemm_worker(self, model_name: str) -> Worker | None:
-        """The worker timing this CPU's float32 GEMM rate beside the models (one for the session)."""
-        if self._gemm is None:
-            try:
-                self._gemm, _ = self.start_worker(model_name, GEMM, Variant(GEMM), "cpubench.yardstick")
-            except (UsageError, BackendUnavailable, WorkerDied) as exc:
-                self._gemm = exc
-        return self._gemm if isinstance(self._gemm, Worker) else None
+    def yardstick_workers(self, model_name: str) -> dict[str, Worker]:
+        """The workers timing this CPU's float32 peak and each library's GEMM beside the models (once for the
+        session); a kernel that cannot be built is left out (`yardstick_kernels` says why)."""
+        if not self._kernels:
+            for name in KERNELS:
+                try:
+                    self._kernels[name] = self.start_worker(model_name, name, Variant(name), "cpubench.yardstick")
+                except (UsageError, BackendUnavailable, WorkerDied) as exc:
+                    self._kernels[name] = exc
+        return {name: value[0] for name, value in self._kernels.items() if isinstance(value, tuple)}
+
+    def yardstick_kernels(self) -> dict[str, dict[str, Any] | str]:
+        """Per yardstick kernel: what it said when built (`kernel`, `flops_per_call`, `version`), or why it failed."""
+        return {name: ({**value[1]["info"], "version": value[1]["version"]} if isinstance(value, tuple)
+                       else str(value)) for name, value in self._kernels.items()}
+
+    def flop_count(self, model_name: str) -> Any:
+        """The model's FLOPs (flops.FlopCount), counted from its ONNX graph (every model has one: an exported torch
+        model or an `onnx:` file); None when the graph cannot be counted."""
+        if model_name not in self._flops:
+            from .flops import onnx_flops
+
+            self._flops[model_name] = onnx_flops(self.onnx_path(model_name))
+        return self._flops[model_name]
 
     def flops(self, model_name: str) -> int | None:
-        """FLOPs of one forward pass of the whole batch, counted on the torch module (None for an ONNX file)."""
-        if model_name not in self._flops:
-            from .yardstick import model_flops
+        """FLOPs of one forward pass of the whole batch (2 per multiply-add), None when they cannot be counted."""
+        count = self.flop_count(model_name)
+        return count.total if count is not None and count.total else None
 
-            model = self.model(model_name)
-            self._flops[model_name] = model_flops(model.module, model.input_shape)
-        return self._flops[model_name]
+    def winograd_allowance(self, model_name: str) -> float:
+        """How much faster than its direct FLOPs allow a Winograd build of this model may plausibly run."""
+        from .flops import winograd_allowance
+
+        count = self.flop_count(model_name)
+        return winograd_allowance(count) if count is not None and count.total else 1.0
 
     def measure(self, model: str, variants: list[str], seconds_per_variant: float, min_rounds: int,
                 together: dict[str, list[str]] | None = None) -> Schedule:
@@ -332,25 +351,25 @@ class SuiteSession:
         workers: dict[tuple[str, str], Worker | ProcessRotation] = {
             (model, variant): runner for model, variants in plan.items()
             for variant, runner in self.timing_runners(model, variants).items()}
-        gemm = self.gemm_worker(next(iter(plan))) if workers else None
-        if gemm is not None:
-            workers[("", GEMM)] = gemm
+        if workers:
+            workers.update({("", name): worker for name, worker in self.yardstick_workers(next(iter(plan))).items()})
         boundary = boundary_cost(workers, (WorkerDied, WorkerError))
         timed_models = list(dict.fromkeys(model for model, _ in workers if model))
-        always = tuple((model, YARDSTICK) for model in plan) + (("", GEMM),)
+        always = tuple((model, REFERENCE_BACKEND) for model in plan) + (("", PEAK),)
         joint = interleave(workers, seconds_per_variant=seconds_per_variant, min_rounds=min_rounds,
-                           round_seconds=self.settings.round_ms / 1e3, always=always)
+                           round_seconds=self.settings.round_ms / 1e3, always=always,
+                           sparse=tuple(("", name) for name in GEMMS))
         for model, variants in plan.items():
-            rounds = {key[1]: value for key, value in joint.rounds.items() if key[0] == model or key[1] == GEMM}
+            rounds = {key[1]: value for key, value in joint.rounds.items() if key[0] in (model, "")}
             for (name, variant), failure in self._pool_failures.items():
                 if name == model and variant in variants:
                     rounds[variant] = VariantRounds(failure=failure)
-            order = [[key[1] for key in keys if key[0] == model or key[1] == GEMM] for keys in joint.order]
+            order = [[key[1] for key in keys if key[0] in (model, "")] for keys in joint.order]
             self._schedules[model] = replace(joint, rounds=rounds, order=order)
             self.boundary[model] = boundary
             self.timed_with[model] = [other for other in timed_models if other != model]
         for (model, variant), worker in workers.items():
-            if variant != GEMM and joint.rounds[(model, variant)].failure is None:
+            if model and joint.rounds[(model, variant)].failure is None:
                 loaded = self.loaded(model, variant)
                 try:
                     memory = worker.request("memory", doing="reading its memory use")
@@ -359,11 +378,13 @@ class SuiteSession:
                 if loaded.process.get("peak_reset"):
                     loaded.process["peak_inference_mib"] = memory["peak_kib"] / 1024
 
-    def gemm_rounds(self, model: str) -> dict[int, float]:
-        """The GEMM's rounds in `model`'s timing: per rotation, seconds per call."""
+    def yardstick_rounds(self, model: str) -> dict[str, dict[int, float]]:
+        """Each yardstick kernel's rounds in `model`'s timing: per rotation, seconds per call."""
         schedule = self._schedules.get(model)
-        rounds = schedule.rounds.get(GEMM) if schedule else None
-        return rounds.round_means if rounds is not None and rounds.failure is None else {}
+        if schedule is None:
+            return {}
+        return {name: rounds.round_means for name, rounds in schedule.rounds.items()
+                if name in KERNELS and rounds.failure is None and rounds.calls}
 
     def timing_failure(self, model: str, variant: str) -> BaseException | None:
         schedule = self._schedules.get(model)
@@ -372,17 +393,24 @@ class SuiteSession:
 
     def retime(self, model: str, variants: list[str], seconds_per_variant: float = 1.0,
                min_rounds: int = 10) -> Schedule:
-        """Time some built variants again, interleaved (the gate's confirmation)."""
-        workers = {v: self.timing_runner(model, v) for v in variants if v != GEMM}
-        gemm = self.gemm_worker(model) if GEMM in variants else None
-        if gemm is not None:
-            workers[GEMM] = gemm
+        """Time some built variants again, interleaved, with the peak kernel in every rotation (the gate's
+        sequential test: more rotations where one run's interval could not decide)."""
+        workers: dict[str, Any] = {v: self.timing_runner(model, v) for v in variants if v not in KERNELS}
+        peak = self.yardstick_workers(model).get(PEAK)
+        if peak is not None:
+            workers[PEAK] = peak
         return interleave(workers, seconds_per_variant=seconds_per_variant, min_rounds=min_rounds,
-                          round_seconds=self.settings.round_ms / 1e3, always=(variants[0],))
+                          round_seconds=self.settings.round_ms / 1e3, always=(variants[0], PEAK))
+
+    def judge(self, model: str, data: dict[str, Any]) -> tuple[Any, str]:
+        """The regression gate on `model` (gate.judge)."""
+        from .gate import judge
+
+        return judge(self, model, data)
 
     def close(self) -> None:
         workers = [value.worker for value in self._loaded.values() if isinstance(value, LoadedBackend)]
-        workers += [self._gemm] if isinstance(self._gemm, Worker) else []
+        workers += [value[0] for value in self._kernels.values() if isinstance(value, tuple)]
         workers += [worker for rotation in self._rotations.values() for worker in rotation.workers[1:]]
         close_all(workers)
 

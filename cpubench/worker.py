@@ -238,6 +238,32 @@ def reset_peak_memory() -> bool:
         return False
 
 
+# Fault injection, for proving the regression gate (docs/gate_power.json): `CPUBENCH_SLOWDOWN="onnxruntime=1.5"`
+# (or `resnet18-openvino=2`, comma-separated) makes that variant's timed calls do k times the work: one forward
+# pass each, plus another on every (k - 1)-th call on average. Never set by the suite; the report says when it is.
+SLOWDOWN_VARIABLE = "CPUBENCH_SLOWDOWN"
+
+
+def injected_slowdown(model: str, variant: str, text: str | None = None) -> float:
+    """The work factor CPUBENCH_SLOWDOWN asks of this variant: 1.0 when it names neither `variant` nor
+    `<model>-<variant>`. A malformed entry is a UsageError naming the variable."""
+    from .errors import UsageError
+
+    text = os.environ.get(SLOWDOWN_VARIABLE, "") if text is None else text
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, factor = entry.rpartition("=")
+        try:
+            value = float(factor)
+        except ValueError:
+            value = 0.0
+        if not sep or not name or value < 1.0:
+            raise UsageError(f"{SLOWDOWN_VARIABLE}: expected VARIANT=FACTOR with FACTOR >= 1 (e.g. onnxruntime=1.5), "
+                             f"got {entry!r}")
+        if name in (variant, f"{model}-{variant}"):
+            return value
+    return 1.0
+
+
 class _Variant:
     """The worker's one variant: its backend, built, with its inputs ready."""
 
@@ -245,6 +271,8 @@ class _Variant:
         self.backend: Any = None
         self.inputs: Any = None
         self.inputs_batch = 1
+        self.slowdown = 1.0  # CPUBENCH_SLOWDOWN's work factor
+        self._owed = 0.0  # forward passes the slowdown still owes
 
     def build(self, request: BuildRequest) -> dict[str, Any]:
         for name in request.block_modules:
@@ -270,6 +298,9 @@ class _Variant:
                           tuning_log_name=request.tuning_log_name, precision=request.precision,
                           module_factory=factory, calibration=request.calibration)
         ctx.info["precision"] = request.precision
+        self.slowdown = injected_slowdown(getattr(request.model, "name", ""), request.variant)
+        if self.slowdown != 1.0:
+            ctx.info["injected_slowdown"] = self.slowdown
         backend.load(ctx)
         inputs = backend.prepare_inputs(request.batch)
         loaded = time.perf_counter()
@@ -300,10 +331,16 @@ class _Variant:
             while clock() < until:
                 forward(inputs)
         times: list[float] = []
+        extra = self.slowdown - 1.0
         start = clock()
         while True:
             t0 = clock()
             forward(inputs)
+            if extra:
+                self._owed += extra
+                while self._owed >= 1.0:
+                    forward(inputs)
+                    self._owed -= 1.0
             t1 = clock()
             times.append(t1 - t0)
             if t1 - start >= seconds:

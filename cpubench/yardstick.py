@@ -1,94 +1,252 @@
-"""The CPU's own float32 matrix-multiply rate, measured in the same interleaved rounds as the models, and each
-variant's efficiency against it: model FLOPs / (median x that rate). A yardstick that travels between machines:
-ONNX Runtime runs ResNet18 at about 100% of it on every CPU measured so far.
+"""The yardstick: this CPU's own float32 limits, measured in the same interleaved rounds as the models.
 
-The GEMM runs in a worker of its own like any variant (the same load / prepare_inputs / forward interface), with
-numpy's BLAS on the run's thread count; it is not a backend of a model, so it is not in the backend registry.
+- The peak (`cpu-peak`): independent chains of vector multiply-adds held in registers, compiled by LLVM (through
+  TVM) for this CPU at the run's thread count. No BLAS build, environment variable or runtime under test can bend
+  it; only the machine can. "Implausible" and ONNX Runtime's floor are measured against it.
+- The best GEMM (`gemm-*`): 1024x1024 float32 matrix products in each installed library (numpy's BLAS, torch,
+  ONNX Runtime's MLAS), each named with the kernel it ran. A library may run a kernel below the machine's best
+  (`OPENBLAS_CORETYPE=Haswell` makes OpenBLAS run AVX2 code on an AVX-512 CPU), so the yardstick is the fastest of
+  them, and the report names every one. Efficiency columns are against it.
+
+Each runs in a worker of its own like a variant (the same load / prepare_inputs / forward interface); they are not
+backends of a model, so they are not in the backend registry.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
 
-NAME = "cpu-gemm"
+PEAK = "cpu-peak"
+GEMMS = ("gemm-numpy", "gemm-torch", "gemm-onnxruntime")
+KERNELS = (PEAK, *GEMMS)
+TORCH_FREE_KERNELS = (PEAK, "gemm-numpy", "gemm-onnxruntime")  # their workers never import torch
 SIZE = 1024  # square float32 matrices: 2 x 1024^3 = 2.15 GFLOP a call, a few ms on the CPUs seen so far
-FLOPS_PER_CALL = 2 * SIZE**3
+GEMM_FLOPS = 2 * SIZE**3
+# The peak kernel: CHAINS independent accumulators of LANES floats per thread, enough to cover the multiply-add
+# latency (4-5 cycles) on two pipes; 8 lanes is AVX2's width, 16 AVX-512's. Both are built, the faster is timed.
+CHAINS = 12
+LANE_CHOICES = (8, 16)
+PEAK_CALL_SECONDS = 0.002  # one call's length: short beside a 50 ms round, long beside the thread pool's wake-up
 
 
-class GemmYardstick:
-    name = NAME
+class _Kernel:
+    """What the worker needs of a yardstick kernel; `flops` per call and `kernel` (what ran) go into ctx.info."""
+
+    name = ""
     precisions = ("fp32",)
-
-    def __init__(self) -> None:
-        self._a = self._b = self._out = None
-
-    def version(self) -> str:
-        return f"numpy {np.__version__} matmul {SIZE}x{SIZE} float32"
-
-    def load(self, ctx: Any) -> None:
-        rng = np.random.default_rng(0)
-        self._a = rng.standard_normal((SIZE, SIZE), dtype=np.float32)
-        self._b = rng.standard_normal((SIZE, SIZE), dtype=np.float32)
-        self._out = np.empty((SIZE, SIZE), dtype=np.float32)
-        ctx.info.update({"gemm_size": SIZE, "gemm_flops": FLOPS_PER_CALL, "blas": blas_name()})
+    flops = 0
 
     def prepare_inputs(self, batch: np.ndarray) -> Any:
         return None
+
+    def to_numpy(self, outputs: Any) -> np.ndarray:
+        return np.asarray(outputs, dtype=np.float32).reshape(-1)[:8]
+
+    def _describe(self, ctx: Any, kernel: str) -> None:
+        ctx.info.update({"flops_per_call": self.flops, "kernel": kernel})
+
+
+class PeakKernel(_Kernel):
+    name = PEAK
+
+    def __init__(self) -> None:
+        self._fn = self._a = self._out = None
+
+    def version(self) -> str:
+        import tvm
+
+        return f"LLVM through TVM {tvm.__version__}"
+
+    def load(self, ctx: Any) -> None:
+        import tvm
+
+        cpu = tvm.target.codegen.llvm_get_system_cpu()
+        target = tvm.target.Target({"kind": "llvm", "mcpu": cpu, "num-cores": ctx.threads})
+        best = None
+        for lanes in LANE_CHOICES:
+            built = self._build(target, ctx.threads, lanes, iterations=2000)
+            rate = _best_rate(built[0], built[1:3], built[3])
+            if best is None or rate > best[0]:
+                best = (rate, lanes)
+        rate, lanes = best
+        # Iterations for a call of about PEAK_CALL_SECONDS at the rate just measured.
+        iterations = max(100, int(rate * PEAK_CALL_SECONDS / (2 * ctx.threads * CHAINS * lanes)))
+        self._fn, self._a, self._out, self.flops = self._build(target, ctx.threads, lanes, iterations)
+        self._describe(ctx, f"{CHAINS} chains of {lanes}-lane float32 multiply-adds per thread, LLVM -mcpu={cpu}")
+
+    @staticmethod
+    def _build(target: Any, threads: int, lanes: int, iterations: int) -> tuple[Any, Any, Any, int]:
+        import tvm
+        from tvm.script import tirx as T
+
+        size = threads * CHAINS * lanes
+
+        @T.prim_func
+        def peak(a: T.Buffer((size,), "float32"), out: T.Buffer((size,), "float32")):
+            T.func_attr({"global_symbol": "peak", "tir.noalias": True})
+            for t in T.parallel(threads):
+                reg = T.alloc_buffer((CHAINS * lanes,), "float32", scope="local")
+                for j in T.unroll(CHAINS):
+                    for lane in T.vectorized(lanes):
+                        reg[j * lanes + lane] = a[(t * CHAINS + j) * lanes + lane]
+                for _ in T.serial(iterations):
+                    for j in T.unroll(CHAINS):
+                        for lane in T.vectorized(lanes):
+                            reg[j * lanes + lane] = reg[j * lanes + lane] * T.float32(0.999999) + T.float32(1e-7)
+                for j in T.unroll(CHAINS):
+                    for lane in T.vectorized(lanes):
+                        out[(t * CHAINS + j) * lanes + lane] = reg[j * lanes + lane]
+
+        lib = tvm.compile(tvm.IRModule({"peak": peak}), target=target)
+        device = tvm.cpu()
+        a = tvm.runtime.tensor(np.ones(size, np.float32), device)
+        out = tvm.runtime.tensor(np.zeros(size, np.float32), device)
+        return lib["peak"], a, out, 2 * size * iterations
+
+    def forward(self, inputs: Any) -> Any:
+        self._fn(self._a, self._out)
+        return self._out
+
+    def to_numpy(self, outputs: Any) -> np.ndarray:
+        return outputs.numpy()[:8]
+
+
+def _best_rate(fn: Any, args: tuple, flops: int, calls: int = 30) -> float:
+    fn(*args)
+    best = float("inf")
+    for _ in range(calls):
+        start = time.perf_counter()
+        fn(*args)
+        best = min(best, time.perf_counter() - start)
+    return flops / best
+
+
+class _Gemm(_Kernel):
+    flops = GEMM_FLOPS
+
+    def __init__(self) -> None:
+        rng = np.random.default_rng(0)
+        self._a = rng.standard_normal((SIZE, SIZE), dtype=np.float32)
+        self._b = rng.standard_normal((SIZE, SIZE), dtype=np.float32)
+
+
+class NumpyGemm(_Gemm):
+    name = "gemm-numpy"
+
+    def version(self) -> str:
+        return f"numpy {np.__version__}"
+
+    def load(self, ctx: Any) -> None:
+        self._out = np.empty((SIZE, SIZE), dtype=np.float32)
+        self._limits = None
+        kernel = "numpy's BLAS"
+        try:
+            from threadpoolctl import threadpool_info, threadpool_limits
+
+            # The run's thread count, as every backend gets; the BLAS's own choice of kernel is left as it is.
+            self._limits = threadpool_limits(ctx.threads, user_api="blas")
+            blas = [p for p in threadpool_info() if p.get("user_api") == "blas"]
+            if blas:
+                p = blas[0]
+                kernel = (f"{p.get('internal_api', '?')} {p.get('version') or ''} "
+                          f"{p.get('architecture') or '?'} kernel, {p.get('num_threads')} threads").replace("  ", " ")
+        except ImportError:
+            pass
+        self._describe(ctx, f"numpy matmul, {kernel}")
 
     def forward(self, inputs: Any) -> Any:
         return np.matmul(self._a, self._b, out=self._out)
 
     def to_numpy(self, outputs: Any) -> np.ndarray:
-        return np.asarray(outputs[:1, :8], dtype=np.float32)
+        return np.asarray(outputs[:1, :8], dtype=np.float32).reshape(-1)
 
 
-def blas_name() -> str:
-    try:
-        config = np.show_config(mode="dicts")
-        blas = config["Build Dependencies"]["blas"]
-        return f"{blas.get('name', '?')} {blas.get('version', '')}".strip()
-    except Exception:  # the layout of numpy's build information is not a stable interface
-        return "numpy's BLAS"
+class TorchGemm(_Gemm):
+    name = "gemm-torch"
+
+    def version(self) -> str:
+        import torch
+
+        return f"torch {torch.__version__}"
+
+    def load(self, ctx: Any) -> None:
+        import torch
+
+        torch.set_num_threads(ctx.threads)
+        self._ta, self._tb = torch.from_numpy(self._a), torch.from_numpy(self._b)
+        self._tout = torch.empty((SIZE, SIZE), dtype=torch.float32)
+        library = "MKL" if torch.backends.mkl.is_available() else "its BLAS"
+        self._describe(ctx, f"torch.mm through {library}, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
+                            f"{torch.get_num_threads()} threads")
+
+    def forward(self, inputs: Any) -> Any:
+        import torch
+
+        return torch.mm(self._ta, self._tb, out=self._tout)
+
+    def to_numpy(self, outputs: Any) -> np.ndarray:
+        return outputs[:1, :8].numpy().reshape(-1)
 
 
-def create(name: str) -> GemmYardstick:
-    return GemmYardstick()
+class OnnxRuntimeGemm(_Gemm):
+    name = "gemm-onnxruntime"
+
+    def version(self) -> str:
+        import onnxruntime
+
+        return f"onnxruntime {onnxruntime.__version__}"
+
+    def load(self, ctx: Any) -> None:
+        import onnxruntime as ort
+        from onnx import TensorProto, helper
+
+        graph = helper.make_graph(
+            [helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm",
+            [helper.make_tensor_value_info(n, TensorProto.FLOAT, [SIZE, SIZE]) for n in ("a", "b")],
+            [helper.make_tensor_value_info("c", TensorProto.FLOAT, [SIZE, SIZE])])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = min(model.ir_version, 9)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = ctx.threads
+        options.inter_op_num_threads = 1
+        self._session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        self._feed = {"a": self._a, "b": self._b}
+        self._describe(ctx, f"ONNX Runtime MatMul (MLAS, dispatched on the CPU's features), {ctx.threads} threads")
+
+    def forward(self, inputs: Any) -> Any:
+        return self._session.run(None, self._feed)[0]
+
+    def to_numpy(self, outputs: Any) -> np.ndarray:
+        return np.asarray(outputs[:1, :8], dtype=np.float32).reshape(-1)
 
 
-def model_flops(module: Any, input_shape: tuple[int, ...]) -> int | None:
-    """Floating-point operations of one forward pass (2 per multiply-add), counted by PyTorch's FLOP counter on the
-    torch module; None when there is no module (an ONNX file) or the counter fails."""
-    if module is None:
-        return None
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    try:
-        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-            module(torch.zeros(input_shape))
-        return int(counter.get_total_flops())
-    except Exception:  # a module the counter cannot trace: no efficiency column, said in the report
-        return None
+def create(name: str) -> _Kernel:
+    kernels = {PEAK: PeakKernel, "gemm-numpy": NumpyGemm, "gemm-torch": TorchGemm,
+               "gemm-onnxruntime": OnnxRuntimeGemm}
+    return kernels[name]()
 
 
-def efficiency(variant_rounds: dict[int, float], gemm_rounds: dict[int, float], flops: int) -> Any:
-    """The variant's share of the CPU's GEMM rate, per rotation (its round against the GEMM's round of the same
-    rotation), then the median with its interval: a Ratio, 1.0 meaning the model ran at the GEMM's FLOP rate."""
+def rate_gflops(flops_per_call: int, rounds: dict[int, float]) -> tuple[float, float, float]:
+    """A kernel's rate in GFLOP/s with its interval (the faster end of time is the higher rate)."""
+    from .stats import median_interval
+
+    median, low, high = median_interval(list(rounds.values()))
+    return flops_per_call / median / 1e9, flops_per_call / high / 1e9, flops_per_call / low / 1e9
+
+
+def peak_share(variant_rounds: dict[int, float], peak_rounds: dict[int, float], peak_flops: int,
+               model_flops: int) -> Any:
+    """The variant's share of this CPU's float32 peak, per rotation (its round against the peak kernel's round of
+    the same rotation), then the median with its interval: a Ratio, 1.0 meaning every cycle of every core did its
+    widest multiply-adds for the model."""
     from .results import Ratio
     from .stats import median_interval
 
-    shares = [flops / FLOPS_PER_CALL * gemm_rounds[r] / seconds for r, seconds in sorted(variant_rounds.items())
-              if r in gemm_rounds and seconds > 0]
+    shares = [model_flops / peak_flops * peak_rounds[r] / seconds for r, seconds in sorted(variant_rounds.items())
+              if r in peak_rounds and seconds > 0]
     if not shares:
         return None
     return Ratio(*median_interval(shares), pairs=len(shares))
-
-
-def rate_gflops(gemm_rounds: dict[int, float]) -> tuple[float, float, float]:
-    """The GEMM's rate in GFLOP/s with its interval (the faster end of time is the higher rate)."""
-    from .stats import median_interval
-
-    median, low, high = median_interval(list(gemm_rounds.values()))
-    return FLOPS_PER_CALL / median / 1e9, FLOPS_PER_CALL / high / 1e9, FLOPS_PER_CALL / low / 1e9

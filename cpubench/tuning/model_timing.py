@@ -52,7 +52,7 @@ def time_in_workers(suite: Any, model: str, log_dir: Path, seconds: float = 2.0)
 
     from ..backends import backend_module
     from ..precision import Variant
-    from ..results import YARDSTICK
+    from ..results import REFERENCE_BACKEND
     from ..schedule import interleave, paired_ratios
     from ..stats import median_interval
 
@@ -60,17 +60,17 @@ def time_in_workers(suite: Any, model: str, log_dir: Path, seconds: float = 2.0)
     worker, _ = suite.start_worker(model, variant.key, variant, backend_module(variant.backend),
                                    tuning_log=str(log_dir), label="just-tuned")
     try:
-        yardstick = suite.timing_runner(model, YARDSTICK)
-        schedule = interleave({variant.key: worker, YARDSTICK: yardstick}, seconds_per_variant=seconds,
-                              min_rounds=10, round_seconds=suite.settings.round_ms / 1e3, always=(YARDSTICK,))
+        yardstick = suite.timing_runner(model, REFERENCE_BACKEND)
+        schedule = interleave({variant.key: worker, REFERENCE_BACKEND: yardstick}, seconds_per_variant=seconds,
+                              min_rounds=10, round_seconds=suite.settings.round_ms / 1e3, always=(REFERENCE_BACKEND,))
     finally:
         worker.close()
-    tuned, reference = schedule.rounds[variant.key], schedule.rounds[YARDSTICK]
+    tuned, reference = schedule.rounds[variant.key], schedule.rounds[REFERENCE_BACKEND]
     for rounds in (tuned, reference):
         if rounds.failure is not None:
             raise UsageError(f"timing the tuned model: {rounds.failure}")
     ratio, low, high = median_interval(paired_ratios(tuned, reference))
-    return {"model_ms": float(np.median(tuned.values)) * 1e3, "reference_backend": YARDSTICK,
+    return {"model_ms": float(np.median(tuned.values)) * 1e3, "reference_backend": REFERENCE_BACKEND,
             "reference_ms": float(np.median(reference.values)) * 1e3, "ratio": ratio, "ratio_low": low,
-            "ratio_high": high, "timed": f"tvm-tuned and {YARDSTICK} in worker processes of their own, "
+            "ratio_high": high, "timed": f"tvm-tuned and {REFERENCE_BACKEND} in worker processes of their own, "
                                       f"{schedule.rotations} interleaved rotations"}
