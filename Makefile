@@ -36,9 +36,9 @@ $(VENV)/.installed: pyproject.toml
 bench: $(VENV)/.installed  ## the comparison over every installed backend, report in results/
 	$(PY) -m pytest benches/ $(PYTEST_ARGS)
 
-test: $(VENV)/.installed  ## the suite's own tests, then the benchmarks in quick mode with the ratio gate
+test: $(VENV)/.installed  ## the suite's own tests, then the quick benchmarks in every precision with the regression gate
 	$(PY) -m pytest tests/ --durations=15 $(PYTEST_ARGS)
-	$(PY) -m pytest benches/ --benchmark-max-time=0.5 --benchmark-min-rounds=5 $(PYTEST_ARGS)
+	$(PY) -m pytest benches/ --benchmark-max-time=0.5 --benchmark-min-rounds=5 --precision fp32,bf16,int8 $(PYTEST_ARGS)
 
 tune: $(VENV)/.installed  ## tune TVM for this CPU, warm-started from the nearest stored log (about 15 minutes a model)
 	$(PY) -m pytest benches/ -m tune $(PYTEST_ARGS)

@@ -174,9 +174,10 @@ def expectations_for(data: dict[str, Any], key: str, model: str, variants: tuple
     own = machines.get(key, {})
     same_cpu = sorted((abs(parts[1] - here[1]), name) for name in machines if name != key
                        and (parts := split_key(name)) and here and parts[0] == here[0] and parts[2] == here[2])
+    # Other CPUs: those with the same vector ISA when any is stored, else every other CPU (same batch size).
     others = [name for name in sorted(machines) if name != key and (parts := split_key(name)) and here
-              and parts[0] != here[0] and parts[2] == here[2]
-              and machines[name].get("vector_isa", vector_isa) == vector_isa]
+              and parts[0] != here[0] and parts[2] == here[2]]
+    others = [name for name in others if machines[name].get("vector_isa") == vector_isa] or others
 
     def lookup(kind: str, variant: str, int8_own_cpu_only: bool) -> Band | None:
         if runs := _runs(own, model, kind, variant):
@@ -331,8 +332,12 @@ def run_gate(model: str, rows: list[BenchRow], expectations: Expectations, selec
             outcome.unchecked.append(f"{model}-{variant} not checked (no band for it)")
             continue
         row = timed[variant]
-        pairs[variant] = [row.rounds[r] / reference.rounds[r] for r in sorted(row.rounds)
-                          if r in reference.rounds and reference.rounds[r] > 0]
+        paired = [row.rounds[r] / reference.rounds[r] for r in sorted(row.rounds)
+                  if reference is not None and r in reference.rounds and reference.rounds[r] > 0]
+        if not paired:
+            outcome.unchecked.append(f"{model}-{variant} not checked (no round paired with {REFERENCE_BACKEND}'s)")
+            continue
+        pairs[variant] = paired
     floor_shares = list(floor_shares)
 
     def interval(values: list[float]) -> Ratio:
@@ -343,7 +348,7 @@ def run_gate(model: str, rows: list[BenchRow], expectations: Expectations, selec
     floor_pending = expectations.floor is not None and bool(floor_shares)
     while True:
         undecided = []
-        for variant in list(pending):
+        for variant in [v for v, decided in pending.items() if decided is None]:  # each keeps its own looks
             verdict = decide_ratio(interval(pairs[variant]), expectations.ratios[variant], first_look=looks == 1)
             if verdict == MORE and (retime is None or looks > extensions):
                 verdict = FAIL if statistics.median(pairs[variant]) > expectations.ratios[variant].high else PASS
@@ -369,7 +374,7 @@ def run_gate(model: str, rows: list[BenchRow], expectations: Expectations, selec
                                + (f", {when} looks" if when > 1 else "") + ")")
         if verdict == FAIL:
             outcome.failures.append(Finding(model, variant, "ratio", found, band, when))
-        elif found.high < band.low and band.origin != "default bound":
+        elif found.high < band.low and band.origin == "own":  # borrowed bands are wide both ways: no notice
             outcome.notices.append(Finding(model, variant, "faster", found, band, when))
     if reference is not None:
         if floor_pending:
@@ -449,7 +454,8 @@ def floor_shares(suite: Any, model: str, reference_rounds: dict[int, float],
             if r in peak and seconds > 0]
 
 
-def judge(suite: Any, model: str, data: dict[str, Any]) -> tuple[GateOutcome, str]:
+def judge(suite: Any, model: str, data: dict[str, Any],
+          variants: tuple[str, ...] | None = None) -> tuple[GateOutcome, str]:
     """The gate on one model of a session: bands for this machine, then the sequential decision, timing undecided
     variants again beside ONNX Runtime and the peak kernel. Returns the outcome and where the bands came from."""
     from .machine import bf16_class, host_profile
@@ -457,12 +463,13 @@ def judge(suite: Any, model: str, data: dict[str, Any]) -> tuple[GateOutcome, st
     from .yardstick import PEAK
 
     settings = suite.settings
+    variants = variants or settings.variants
     key = machine_key(settings.threads, settings.batch_size)
     flops = suite.flops(model)
-    expectations = expectations_for(data, key, model, settings.variants, bf16_class(), host_profile().vector_isa,
+    expectations = expectations_for(data, key, model, variants, bf16_class(), host_profile().vector_isa,
                                     None if flops is None else flops / 1e9)
     excused = {}
-    for variant in settings.variants:
+    for variant in variants:
         # A variant that cannot exist here (not installed, no bf16 hardware, no tuning log at all) is reported, not
         # failed, unless this machine's own runs expect it. A build failure or a dead worker always fails.
         state, why = suite.build_outcome(model, variant)
@@ -482,7 +489,7 @@ def judge(suite: Any, model: str, data: dict[str, Any]) -> tuple[GateOutcome, st
         more["peak_share"] = floor_shares(suite, model, ref.round_means, peak.round_means if peak else {})
         return more
 
-    outcome = run_gate(model, rows, expectations, settings.variants, excused,
+    outcome = run_gate(model, rows, expectations, variants, excused,
                        floor_shares(suite, model, reference.rounds), retime)
     origins = sorted({band.origin for band in expectations.ratios.values()})
     note = f"bands for {key}: " + ", ".join(origins)

@@ -135,7 +135,25 @@ def add_options(parser) -> None:
                     help="expected backend/onnxruntime ratios per machine, checked by "
                          "test_ratio_gate; default: benches/ratios.json")
     group.addoption("--gate-update", action="store_true", default=False,
-                    help="store this run's ratios as the expected ones in --gate-file; default: off")
+                    help="add this run's ratios to this machine's stored runs in --gate-file (what this run measured "
+                         "only; refused when a test failed); default: off")
+    group.addoption("--gate-power-replicates", type=positive_int, default=10, metavar="N",
+                    help="`-m power`: quick runs per condition (unchanged; 3 backends x 3 slowdowns); default: 10")
+
+
+def check_slowdown(settings: Settings) -> None:
+    """CPUBENCH_SLOWDOWN (fault injection, worker.py) must be well formed and name a selected variant, or a run meant
+    to prove the gate would silently slow nothing."""
+    from .worker import SLOWDOWN_VARIABLE, injected_slowdown
+
+    text = os.environ.get(SLOWDOWN_VARIABLE, "")
+    injected_slowdown("", "", text)  # every entry's form
+    names = {v for v in settings.variants} | {f"{m}-{v}" for m in settings.models for v in settings.variants}
+    unknown = [entry.rpartition("=")[0].strip() for entry in text.split(",") if entry.strip()]
+    unknown = [name for name in unknown if name not in names]
+    if unknown:
+        raise UsageError(f"{SLOWDOWN_VARIABLE}: {', '.join(unknown)} is no selected variant (e.g. onnxruntime, "
+                         f"resnet18-openvino)")
 
 
 @dataclass(frozen=True)
@@ -214,6 +232,7 @@ class Settings:
 
             for model in settings.models:
                 named_log(settings.tuning_logs, disk_key_of(model), settings.tuning_log)  # fails naming the option
+        check_slowdown(settings)
         if settings.image is not None and not settings.image.is_file():
             raise UsageError(f"--image: no such file: {settings.image}")
         return settings

@@ -12,7 +12,7 @@ from .errors import UsageError
 from .machine import summary as machine_summary
 from .options import Settings, add_options
 from .session import LoadedBackend, SuiteSession
-from .stats import median_interval, percentile_stats
+from .stats import call_stats, median_interval, percentile_stats
 from .worker import WorkerDied
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
@@ -31,6 +31,8 @@ def pytest_configure(config) -> None:
     config.addinivalue_line("markers", "tune: regenerates tuning logs with MetaSchedule (opt-in: pytest -m tune)")
     config.addinivalue_line("markers", "stability: three runs and one beside a CPU hog, ratios compared "
                                        "(opt-in: pytest -m stability)")
+    config.addinivalue_line("markers", "power: the regression gate's detection and false-alarm counts "
+                                       "(opt-in: pytest -m power)")
     config.addinivalue_line("markers", f"{VERDICT_MARKER}: reads what the session measured; runs after every "
                                        "benchmark, whatever order plugins chose")
     workers = getattr(config.option, "numprocesses", None)
@@ -62,7 +64,7 @@ def pytest_generate_tests(metafunc) -> None:
         metafunc.parametrize("backend_name", settings.variants, scope="session")
 
 
-OPT_IN_MARKERS = ("tune", "stability")  # long runs: only when the marker expression names them (`-m tune`)
+OPT_IN_MARKERS = ("tune", "stability", "power")  # long runs: only when the marker expression names them (`-m tune`)
 
 
 def pytest_collection_modifyitems(config, items) -> None:
@@ -169,10 +171,16 @@ def timed_rounds(config, suite: SuiteSession, benchmark, model: str, variant: st
     stats = benchmark._make_stats(1)
     for seconds in rounds.values:
         stats.update(seconds)
+    # Every timed call, per round in rotation order: per-call latency (p50/p90/p99, stalls, speeds) comes from
+    # these, throughput and ratios from the rounds.
+    order = sorted(rounds.calls)
+    benchmark.extra_info["call_ms"] = [[round(c * 1e3, 4) for c in rounds.calls[r]] for r in order]
+    benchmark.extra_info.update(call_stats([c for r in order for c in rounds.calls[r]]))
     benchmark.extra_info.update({"rounds_rotations": schedule.rotations, "round_ms": schedule.round_seconds * 1e3,
                                  "calls_per_round": [len(c) for c in rounds.calls.values()],
                                  # when each round began (Unix time): drift can be plotted against it
-                                 "round_started_at": [round(rounds.started[r], 3) for r in rounds.calls]})
+                                 "round_started_at": [round(rounds.started[r], 3) for r in rounds.calls],
+                                 "round_process": [rounds.process.get(r, 0) for r in rounds.calls]})
     return rounds.round_means
 
 
@@ -205,6 +213,16 @@ def efficiency_context(suite: SuiteSession, model: str, rounds: dict[int, float]
     return context
 
 
+def process_medians(rounds: dict[int, float], processes: dict[int, int]) -> list[float]:
+    """The median round of each worker process that timed the variant, in ms (their spread is in the report)."""
+    from statistics import median
+
+    by_process: dict[int, list[float]] = {}
+    for rotation, seconds in rounds.items():
+        by_process.setdefault(processes.get(rotation, 0), []).append(seconds)
+    return [round(median(values) * 1e3, 4) for _, values in sorted(by_process.items())]
+
+
 def record_benchmark(suite: SuiteSession, benchmark, loaded: LoadedBackend, rounds: dict[int, float]) -> None:
     """Context of the number (and, when timed, its percentiles and interval) into extra_info and the report."""
     from .images import describe_class
@@ -228,9 +246,15 @@ def record_benchmark(suite: SuiteSession, benchmark, loaded: LoadedBackend, roun
         if key not in ("tuning_metadata", "tuned_functions") and key not in extra:
             extra[key] = value
     data = list(rounds.values())
+    processes = dict(zip(sorted(rounds), extra.get("round_process", []), strict=False))
     timing = percentile_stats(data, settings.batch_size) if data else None
     if timing:
-        _, timing["median_low"], timing["median_high"] = median_interval(data)
+        _, timing["median_low"], timing["median_high"] = median_interval(
+            data, groups=[processes.get(r, 0) for r in sorted(rounds)])
+        extra["process_medians_ms"] = process_medians(rounds, processes)
+        if extra.get("calls"):  # percentiles of single calls, not of round means (a p99 of 60 rounds is their max)
+            timing.update({"p50": extra["call_p50"], "p90": extra["call_p90"], "p99": extra["call_p99"],
+                           "calls": extra["calls"]})
         extra.update({k: timing[k] for k in ("p50", "p90", "p99", "ips", "median_low", "median_high")})
         extra.update(efficiency_context(suite, loaded.model, rounds))
     # A transferred log's metadata timed the model on another CPU: no comparison with this run's median.
@@ -248,7 +272,8 @@ def record_benchmark(suite: SuiteSession, benchmark, loaded: LoadedBackend, roun
             extra["int8_agreement"] = suite.int8.agreement(loaded.model, loaded.name)
         except (UsageError, BackendUnavailable, WorkerDied) as exc:
             extra["int8_agreement"] = {"error": str(exc)}
-    suite.results.append(BenchRow(loaded.model, loaded.name, loaded.top1, timing, dict(extra), dict(rounds)))
+    suite.results.append(BenchRow(loaded.model, loaded.name, loaded.top1, timing, dict(extra), dict(rounds),
+                                  processes))
 
 
 def pytest_benchmark_update_machine_info(config, machine_info) -> None:

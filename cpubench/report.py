@@ -11,7 +11,7 @@ from typing import Any
 from .images import describe_class
 from .machine import summary as machine_summary
 from .models import preprocessing_note
-from .results import REFERENCE_BACKEND, SPEEDUP_BASELINE, BenchRow, ratio_of, ratio_table
+from .results import REFERENCE_BACKEND, SPEEDUP_BASELINE, BenchRow, ratio_table
 from .versions import backend_versions
 
 
@@ -33,6 +33,47 @@ def _interval_ms(row: BenchRow) -> str:
         return "—"
     low, high = row.ms("median_low"), row.ms("median_high")
     return f"{row.ms('median'):.2f}" + (f" [{low:.2f}, {high:.2f}]" if low is not None and high is not None else "")
+
+
+def _per_call(row: BenchRow) -> str:
+    """`9.41 / 12.30 (300)`: single calls' p50 and p99; `p99*` when fewer than TAIL_CALLS calls stand behind it."""
+    from .stats import TAIL_CALLS
+
+    c = row.context
+    if not c.get("calls"):
+        return "—"
+    star = "*" if c["calls"] < TAIL_CALLS else ""
+    return f"{c['call_p50'] * 1e3:.2f} / {c['call_p99'] * 1e3:.2f}{star} ({c['calls']})"
+
+
+def _process_spread(row: BenchRow) -> str:
+    """`9.40, 9.71 (3.3%)`: each worker process's median round and their spread (max / min - 1)."""
+    medians = row.context.get("process_medians_ms") or []
+    if len(medians) < 2:
+        return "1 process" if medians else "—"
+    return ", ".join(f"{m:.2f}" for m in medians) + f" ({max(medians) / min(medians) - 1:.1%})"
+
+
+def _stalls(row: BenchRow) -> str:
+    c = row.context
+    if not c.get("calls"):
+        return "—"
+    return f"{c['stalled_calls']} ({c['stalled_calls'] / c['calls']:.1%})"
+
+
+def speed_lines(rows: list[BenchRow]) -> list[str]:
+    """A line for each variant whose calls fall into two speeds, and what the table's per-call columns mean."""
+    from .stats import STALL_FACTOR, TAIL_CALLS
+
+    lines = [f"Per call: percentiles of single timed calls (* under {TAIL_CALLS} calls: p99 is then the slowest call "
+             f"or two). Stalled: calls over {STALL_FACTOR:g}x the variant's typical call."]
+    for r in rows:
+        modes = r.context.get("modes")
+        if modes:
+            speeds = ", ".join(f"{ms:.2f} ms {share:.0%}" for ms, share in modes)
+            lines.append(f"- **{r.label} ({r.precision}) has two speeds: {speeds}**; its median "
+                         f"({r.ms('median'):.2f} ms) mixes them and is no typical call")
+    return lines
 
 
 def _efficiency(row: BenchRow) -> str:
@@ -97,63 +138,69 @@ def table_lines(rows: list[BenchRow]) -> list[str]:
         ordered = sorted((r for r in rows if r.model == model), key=_backend_order)
         int8 = any(r.precision == "int8" for r in ordered)
         lines += [f"### {model}", "",
-                  "| backend | precision | median ms [95% interval] | p90 ms | images/s | rounds "
+                  "| backend | precision | median ms [95% interval] | per call p50 / p99 ms (calls) | stalled calls "
+                  "| images/s | rounds "
                   f"| × {REFERENCE_BACKEND} [95% interval] | % of the best fp32 GEMM · of the fp32 peak "
                   f"| speed-up vs {SPEEDUP_BASELINE} "
                   "| top-1 |" + (" same top-1 as fp32, evaluation set |" if int8 else ""),
-                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---|" + ("---:|" if int8 else "")]
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|" + ("---:|" if int8 else "")]
         for r in ordered:
             key = (r.model, r.backend)
             ratio = vs_ort.get(key)
             lines.append(
-                f"| {r.label} | {r.precision} | {_interval_ms(r)} | {_fmt(r.ms('p90'))} "
+                f"| {r.label} | {r.precision} | {_interval_ms(r)} | {_per_call(r)} | {_stalls(r)} "
                 f"| {_fmt(r.timing['ips'] if r.timing else None, '.1f')} | {r.timing['rounds'] if r.timing else '—'} "
                 f"| {'—' if ratio is None else ratio.bare()} | {_efficiency(r)} "
                 f"| {_fmt(1 / speedup[key].value if key in speedup else None, '.2f')}{'×' if key in speedup else ''} "
                 f"| {describe_class(r.top1, r.context.get('classes', 1000))} |"
                 + (f" {_agreement(r)} |" if int8 else ""))
-        lines += ["", "| backend | precision | cold start s | build s | memory after build MiB "
-                      "| peak while building MiB | peak while timed MiB | artifact MB |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|"]
+        lines += ["", "| backend | precision | processes: median ms each (spread) | cold start s | build s "
+                      "| memory after build MiB | peak while building MiB | peak while timed MiB | artifact MB |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
         for r in ordered:
             c = r.context
             size = c.get("artifact_bytes")
-            lines.append(f"| {r.label} | {r.precision} | {_fmt(c.get('cold_start_seconds'))} "
+            lines.append(f"| {r.label} | {r.precision} | {_process_spread(r)} | {_fmt(c.get('cold_start_seconds'))} "
                          f"| {_fmt(c.get('build_seconds'))} | {_mib(c.get('rss_after_build_mib'))} "
                          f"| {_mib(c.get('peak_build_mib'))} | {_mib(c.get('peak_inference_mib'))} "
                          f"| {'—' if size is None else f'{size / 1e6:.1f}'} |")
-        lines += ["", verdict_line(rows, model), ""]
+        lines += [""] + speed_lines(ordered) + ["", verdict_line(rows, model), ""]
     return lines
 
 
 def verdict_line(rows: list[BenchRow], model: str) -> str:
-    """The answer in one line: the fastest variant, or the variants tied with it (their ratio's interval reaches
-    1.0), and its margin over the runner-up and over ONNX Runtime in float32."""
-    timed = sorted((r for r in rows if r.model == model and r.timing), key=lambda r: r.timing["median"])
+    """The answer in one line, in the table's own column (× ONNX Runtime fp32, paired per rotation, with its
+    interval), so every figure can be read off the table and recomputed from the JSON: the fastest variant, or those
+    tied with it (their intervals overlap), and the runner-up."""
+    column = ratio_table(rows, REFERENCE_BACKEND)
+    timed = [r for r in rows if r.model == model and r.timing]
     if not timed:
         return f"**{model}: no timing in this run.**"
-    best = timed[0]
-    tied = [r for r in timed[1:] if (ratio := ratio_of(r, best)) is not None and ratio.low <= 1.0]
+    if (model, REFERENCE_BACKEND) not in column:  # no reference backend: medians only
+        best = min(timed, key=lambda r: r.timing["median"])
+        return f"**{model}: fastest median is {best.label} in {best.precision}, {best.ms('median'):.2f} ms.**"
+    ranked = sorted((r for r in timed if (model, r.backend) in column), key=lambda r: column[(model, r.backend)].value)
+
+    def cell(r: BenchRow) -> str:
+        return f"{r.label} in {r.precision} ({r.ms('median'):.2f} ms, {column[(model, r.backend)]})"
+
+    best = column[(model, ranked[0].backend)]
+    tied = [r for r in ranked[1:] if column[(model, r.backend)].low <= best.high]
+    unit = f"times in × {REFERENCE_BACKEND} fp32's, as in the table"
     if tied:
-        names = ", ".join(f"{r.label} in {r.precision} ({r.ms('median'):.2f} ms)" for r in tied)
-        line = (f"**{model}: tied for fastest: {best.label} in {best.precision} ({best.ms('median'):.2f} ms) and "
-                f"{names}**; their intervals overlap")
+        line = (f"**{model}: tied for fastest: {cell(ranked[0])} and {', '.join(cell(r) for r in tied)}**; "
+                f"their intervals overlap ({unit})")
     else:
-        line = f"**{model}: fastest is {best.label} in {best.precision}, {best.ms('median'):.2f} ms median**"
-    rest = [r for r in timed[1:] if r not in tied]
-    if rest and not tied:
-        second = rest[0]
-        line += f"; {ratio_of(second, best)} ahead of {second.label} ({second.ms('median'):.2f} ms)"
-    ort = next((r for r in timed if r.backend == REFERENCE_BACKEND), None)
-    if ort is not None and ort is not best and ort not in tied and ort not in rest[:1]:
-        line += f", {ratio_of(ort, best)} faster than {REFERENCE_BACKEND} fp32"
-    if best.precision == "int8":
-        line += f" (int8: {_gives_up(best)})"
-    precisions = list(dict.fromkeys(r.precision for r in timed))
+        line = f"**{model}: fastest is {cell(ranked[0])}** ({unit})"
+        if len(ranked) > 1:
+            line += f"; next {cell(ranked[1])}"
+    if ranked[0].precision == "int8":
+        line += f" (int8: {_gives_up(ranked[0])})"
+    precisions = list(dict.fromkeys(r.precision for r in ranked))
     if len(precisions) > 1:
-        fastest = [next(r for r in timed if r.precision == p) for p in precisions]
+        fastest = [next(r for r in ranked if r.precision == p) for p in precisions]
         line += ". Fastest per precision: " + "; ".join(
-            f"{p} {r.label} {r.ms('median'):.2f} ms" + (f" ({_gives_up(r)})" if p == "int8" else "")
+            f"{p} {r.label} {column[(model, r.backend)]}" + (f" ({_gives_up(r)})" if p == "int8" else "")
             for p, r in zip(precisions, fastest, strict=True))
     return line + "."
 

@@ -23,6 +23,7 @@ class BenchRow:
     timing: dict[str, float] | None  # seconds; None when timing was disabled
     context: dict[str, Any] = field(default_factory=dict)
     rounds: dict[int, float] = field(default_factory=dict)  # rotation -> seconds per call in that round
+    processes: dict[int, int] = field(default_factory=dict)  # rotation -> which of its worker processes ran it
 
     @property
     def label(self) -> str:
@@ -40,7 +41,8 @@ class BenchRow:
 
 @dataclass(frozen=True)
 class Ratio:
-    """median(numerator) / median(denominator) as the median of per-rotation ratios, with its interval."""
+    """median(numerator) / median(denominator) as the median of per-rotation ratios, with its interval (bootstrap over
+    the worker processes, then blocks of rotations within each)."""
 
     value: float
     low: float
@@ -58,10 +60,12 @@ class Ratio:
 def ratio_of(numerator: BenchRow, denominator: BenchRow) -> Ratio | None:
     if not numerator.timing or not denominator.timing:
         return None
-    pairs = [numerator.rounds[r] / denominator.rounds[r] for r in sorted(numerator.rounds)
-             if r in denominator.rounds and denominator.rounds[r] > 0]
+    paired = [r for r in sorted(numerator.rounds) if r in denominator.rounds and denominator.rounds[r] > 0]
+    pairs = [numerator.rounds[r] / denominator.rounds[r] for r in paired]
     if pairs:
-        return Ratio(*median_interval(pairs), pairs=len(pairs))
+        # Grouped by the pair of processes that ran the two rounds: the interval covers the spread between them.
+        groups = [(numerator.processes.get(r, 0), denominator.processes.get(r, 0)) for r in paired]
+        return Ratio(*median_interval(pairs, groups=groups), pairs=len(pairs))
     value = numerator.timing["median"] / denominator.timing["median"]
     return Ratio(value, value, value, 0)
 

@@ -46,11 +46,13 @@ class ProcessRotation:
         self.workers = list(workers)
         self._next = 0
         self._last: RoundRunner = self.workers[0]
+        self.last_index = 0  # which process took the last round
 
     def request(self, kind: str, *args: Any, timeout: float | None = None, doing: str = "") -> Any:
         if kind != "round":
             return self.workers[0].request(kind, *args, timeout=timeout, doing=doing)
-        self._last = self.workers[self._next % len(self.workers)]
+        self.last_index = self._next % len(self.workers)
+        self._last = self.workers[self.last_index]
         self._next += 1
         return self._last.request(kind, *args, timeout=timeout, doing=doing)
 
@@ -64,6 +66,7 @@ class VariantRounds:
 
     calls: dict[int, list[float]] = field(default_factory=dict)
     started: dict[int, float] = field(default_factory=dict)  # rotation -> when its round began (Unix time)
+    process: dict[int, int] = field(default_factory=dict)  # rotation -> which of the variant's processes ran it
     failure: BaseException | None = None  # the worker died or failed mid-way; its rounds so far are kept
 
     @property
@@ -142,10 +145,12 @@ def interleave(workers: dict[Any, RoundRunner], *, seconds_per_variant: float, m
             # A call longer than a round wakes the pool by itself: no untimed call before it.
             warmup = WARMUP_SECONDS if call_seconds.get(name, 0.0) < round_seconds else 0.0
             began = time.time()
+            runner = live[name]
             calls = run(name, rotation, warmup)
             if calls is not None:
                 rounds[name].calls[rotation] = calls
                 rounds[name].started[rotation] = began
+                rounds[name].process[rotation] = getattr(runner, "last_index", 0)
                 call_seconds.setdefault(name, min(calls))
         if rotation == 0:
             plan = plan_rotations(call_seconds, seconds_per_variant, round_seconds, min_rounds, always, sparse)

@@ -408,6 +408,10 @@ class SuiteSession:
 
         return judge(self, model, data)
 
+    def replace_schedule(self, model: str, schedule: Schedule) -> None:
+        """Make `schedule` the model's measurement (gate_power: each of its quick runs replaces the last)."""
+        self._schedules[model] = schedule
+
     def close(self) -> None:
         workers = [value.worker for value in self._loaded.values() if isinstance(value, LoadedBackend)]
         workers += [value[0] for value in self._kernels.values() if isinstance(value, tuple)]

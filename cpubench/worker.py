@@ -381,6 +381,7 @@ def serve(conn: Connection) -> None:
         "ping": lambda: time.perf_counter(),
         "memory": memory_kib,
         "timer_overhead": variant.timer_overhead,
+        "slowdown": lambda factor: setattr(variant, "slowdown", float(factor)),  # gate_power's fault injection
     }
     while True:
         try:

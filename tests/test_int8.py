@@ -170,24 +170,33 @@ def test_agreement_rate_sets_near_ties_apart():
         agreement_rate(reference, candidate[:, :2], "int8")
 
 
-def test_gate_holds_int8_to_its_float32_unless_stored():
-    bands = gate.expectations_for({}, "new-2t-b1", "resnet18", ("onnxruntime-int8", "openvino-int8", "openvino"))
-    assert bands.ratios["onnxruntime-int8"] == {"expected": gate.INT8_BOUND, "max": gate.INT8_BOUND}
-    assert "faster than onnxruntime fp32 (≤ 1x" in bands.source
-    assert bands.ratios["openvino-int8"] == bands.ratios["openvino"]  # no slower than OpenVINO's fp32 may be
-    stored = {"machines": {"mine-2t-b1": {"ratios": {"resnet18": {"openvino-int8": {"expected": 0.2, "max": 0.32}}}},
-                           "other-2t-b1": {"ratios": {"resnet18": {"onnxruntime-int8": {"expected": 0.4,
-                                                                                         "max": 0.64}}}}}}
-    own = gate.expectations_for(stored, "mine-2t-b1", "resnet18", ("openvino-int8", "onnxruntime-int8"))
-    assert own.ratios["openvino-int8"]["max"] == 0.32  # this machine's own ratio
-    assert own.ratios["onnxruntime-int8"]["max"] == gate.INT8_BOUND  # another machine's int8 does not carry over
-    portable = gate.expectations_for(stored, "new-2t-b1", "resnet18", ("openvino-int8",))
-    assert portable.ratios["openvino-int8"]["max"] != 0.32
+def test_gate_holds_int8_to_its_float32_unless_stored_for_this_cpu():
+    def bands(data, key, variants):
+        return gate.expectations_for({"format": gate.FORMAT, "machines": data}, key, "resnet18", variants, "none",
+                                     "avx512", None).ratios
+
+    new = bands({}, "new-2t-b1", ("onnxruntime-int8", "openvino-int8", "openvino"))
+    assert new["onnxruntime-int8"].high == pytest.approx(gate.INT8_BOUND)  # faster than its own fp32
+    assert new["onnxruntime-int8"].origin == "faster than onnxruntime fp32"
+    assert new["openvino-int8"] == new["openvino"]  # no slower than OpenVINO's fp32 may be
+
+    def runs(**variants):
+        return {"models": {"resnet18": {"ratios": {v.replace("_", "-"): {"runs": r} for v, r in variants.items()}}}}
+
+    stored = {"mine-2t-b1": runs(openvino_int8=[0.2]), "other-2t-b1": runs(onnxruntime_int8=[0.4], openvino=[1.0])}
+    own = bands(stored, "mine-2t-b1", ("openvino-int8", "onnxruntime-int8"))
+    assert own["openvino-int8"] == gate.Band(0.2, gate.MAX_MARGIN, "own", 1)  # this machine's own runs
+    assert own["onnxruntime-int8"].high == pytest.approx(gate.INT8_BOUND)  # another CPU's int8 does not carry over
+    elsewhere = bands(stored, "new-2t-b1", ("openvino-int8",))
+    assert elsewhere["openvino-int8"].expected == 1.0  # OpenVINO's fp32 band from the other CPU, not mine's int8
+    assert elsewhere["openvino-int8"].origin == "openvino's fp32 band (other CPUs: other-2t-b1)"
+    # The same CPU at another thread count has the same integer hardware: its int8 runs carry over.
+    assert bands(stored, "mine-1t-b1", ("openvino-int8",))["openvino-int8"].expected == 0.2
 
 
 def row(variant: str, precision: str, ms: float, agreement: dict | None = None) -> BenchRow:
     context = {"precision": precision, **({"int8_agreement": agreement} if agreement else {})}
-    return BenchRow("m", variant, 1, {"median": ms / 1e3, "rounds": 10}, context)
+    return BenchRow("m", variant, 1, {"median": ms / 1e3, "rounds": 10}, context, {r: ms / 1e3 for r in range(10)})
 
 
 def test_verdict_names_the_fastest_per_precision_and_what_int8_gives_up():
@@ -197,8 +206,8 @@ def test_verdict_names_the_fastest_per_precision_and_what_int8_gives_up():
     line = verdict_line(rows, "m")
     assert "fastest is openvino-int8 in int8" in line
     assert "same top-1 as fp32 on 35/36 evaluation images" in line
-    assert "Fastest per precision: int8 openvino-int8 1.50 ms" in line
-    assert "bf16 openvino-bf16 3.00 ms" in line and "fp32 onnxruntime 10.00 ms" in line
+    assert "Fastest per precision: int8 openvino-int8 0.15× [0.15, 0.15]" in line
+    assert "bf16 openvino-bf16 0.30× [0.30, 0.30]" in line and "fp32 onnxruntime 1.00× [1.00, 1.00]" in line
 
 
 @pytest.mark.parametrize("code, int8, float_", [

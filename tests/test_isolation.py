@@ -74,6 +74,23 @@ def test_the_yardstick_rounds_go_to_its_processes_in_turn():
     assert rotation.request("memory") == "memory" and processes[0].other == ["memory"]  # the rest: the first one
 
 
+def test_sparse_variants_take_a_quarter_of_the_rotations_spread_over_the_span_at_least_min_rounds():
+    calls = {"onnxruntime": 0.01, "torch": 0.01, "cpu-peak": 0.002, "gemm-numpy": 0.005}
+    plan = plan_rotations(calls, seconds_per_variant=4.0, round_seconds=0.1, min_rounds=5,
+                          always=("onnxruntime", "cpu-peak"), sparse=("gemm-numpy",))
+    assert plan["onnxruntime"] == plan["cpu-peak"] == plan["torch"] == list(range(40))
+    assert len(plan["gemm-numpy"]) == 10 and plan["gemm-numpy"][0] == 0 and plan["gemm-numpy"][-1] == 39
+    assert max(b - a for a, b in zip(plan["gemm-numpy"], plan["gemm-numpy"][1:], strict=False)) <= 5
+    # A short run: a quarter of its 10 rotations is under min_rounds, so min_rounds it is.
+    short = plan_rotations(calls, seconds_per_variant=1.0, round_seconds=0.1, min_rounds=5, sparse=("gemm-numpy",))
+    assert len(short["torch"]) == 10 and len(short["gemm-numpy"]) == 5
+    # interleave passes them on: the sparse worker runs a quarter of the rounds.
+    workers = {"onnxruntime": FakeWorker(0.01), "gemm-numpy": FakeWorker(0.005)}
+    schedule = interleave(workers, seconds_per_variant=4.0, min_rounds=5, round_seconds=0.1, always=("onnxruntime",),
+                          sparse=("gemm-numpy",), seed=0)
+    assert (workers["onnxruntime"].rounds, workers["gemm-numpy"].rounds, schedule.rotations) == (40, 10, 40)
+
+
 def test_median_interval_brackets_the_median_and_narrows_with_tighter_data():
     wide = median_interval([1.0, 1.5, 0.7, 1.2, 0.9, 1.4, 0.8, 1.1])
     tight = median_interval([1.0, 1.01, 0.99, 1.0, 1.02, 0.98, 1.0, 1.01])
