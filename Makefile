@@ -49,7 +49,7 @@ gate-update: $(VENV)/.installed  ## store this machine's ratios as the expected 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 
-# The builds README.md#caches names: ONNX exports, int8 models, TVM libraries, ExecuTorch programs, LiteRT files and Inductor's
+# The builds docs/design.md#caches names: ONNX exports, int8 models, TVM libraries, ExecuTorch programs, LiteRT files and Inductor's
 # cache (cpubench/cache.py: $CPUBENCH_CACHE, else .cache/). Unfinished tuning runs (tuning-work/) are kept: they resume.
 CACHE_DIR ?= $(or $(CPUBENCH_CACHE),.cache)
 

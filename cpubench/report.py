@@ -61,6 +61,33 @@ def _stalls(row: BenchRow) -> str:
     return f"{c['stalled_calls']} ({c['stalled_calls'] / c['calls']:.1%})"
 
 
+def stall_line(rows: list[BenchRow], resume_ms: float = 10.0) -> str | None:
+    """Where stalls fall in a round: in the first `resume_ms` after the worker resumed (a cost of stopping workers
+    between rounds) or evenly (the machine's)."""
+    from .stats import STALL_FACTOR
+
+    early = [0, 0]
+    late = [0, 0]
+    for r in rows:
+        c = r.context
+        if not c.get("calls") or not c.get("call_ms"):
+            continue
+        typical = (c["modes"][-1][0] if c.get("modes") else c["call_p50"] * 1e3)
+        for calls in c["call_ms"]:
+            elapsed = 0.0
+            for ms in calls:
+                bucket = early if elapsed < resume_ms else late
+                bucket[0] += ms > STALL_FACTOR * typical
+                bucket[1] += 1
+                elapsed += ms
+    if not early[1] or not late[1]:
+        return None
+    return (f"- stalled calls (over {STALL_FACTOR:g}x their variant's typical call): {early[0] + late[0]} of "
+            f"{early[1] + late[1]} ({(early[0] + late[0]) / (early[1] + late[1]):.1%}); in the first {resume_ms:g} "
+            f"ms of a round, just after the worker resumed: {early[0] / early[1]:.1%}, later in rounds: "
+            f"{late[0] / late[1]:.1%}")
+
+
 def speed_lines(rows: list[BenchRow]) -> list[str]:
     """A line for each variant whose calls fall into two speeds, and what the table's per-call columns mean."""
     from .stats import STALL_FACTOR, TAIL_CALLS
@@ -233,6 +260,14 @@ def context_lines(rows: list[BenchRow], suite) -> list[str]:
                          + f", {r.context.get('tuning_coverage', '?')}, target `{r.context.get('tvm_target', '?')}`"
                          + agreement)
     lines += yardstick_lines(suite, rows)
+    slowed = [f"{r.model}-{r.backend} x{r.context['injected_slowdown']:g}" for r in rows
+              if r.context.get("injected_slowdown")]
+    if slowed:
+        lines.append(f"- **fault injection (CPUBENCH_SLOWDOWN): {', '.join(slowed)} did that many times the work per "
+                     "call on purpose; these numbers are not the backend's**")
+    stalls = stall_line(rows)
+    if stalls:
+        lines.append(stalls)
     for model, cost in getattr(suite, "boundary", {}).items():
         timed = [r.timing["median"] for r in rows if r.model == model and r.timing]
         if not cost or not timed:

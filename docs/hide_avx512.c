@@ -2,7 +2,7 @@
  *
  * Libraries that choose their kernels from CPUID (ONNX Runtime's MLAS, OpenBLAS, oneDNN) then pick their AVX2
  * code, as on an AVX2-only CPU; the cores, caches and clocks stay this machine's. Used to time ONNX Runtime's
- * AVX2 kernels beside TVM code compiled for x86-64-v3 (README, "Logs for an ISA level").
+ * AVX2 kernels beside TVM code compiled for x86-64-v3 (docs/design.md, "Logs for an ISA level").
  *
  *   gcc -O2 -shared -fPIC docs/hide_avx512.c -o hide_avx512.so -ldl
  *   LD_PRELOAD=$PWD/hide_avx512.so python -c "import numpy; numpy.show_config()"   # OpenBLAS: Haswell

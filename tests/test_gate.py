@@ -300,6 +300,22 @@ def test_another_thread_count_of_the_same_cpu_gets_its_band_widened():
     assert other_batch.floor.origin.startswith("generic floor")
 
 
+def test_the_further_the_thread_count_the_wider_the_band_and_the_lower_the_floor():
+    # A 64-core CI machine of a CPU stored at 2 threads: five doublings away. Its ratios are held more loosely, and
+    # ONNX Runtime's floor drops with the square root of the thread ratio (batch 1 has only so much parallel work).
+    stored = {"znver5-2t-b1": stored_machine({"tvm-tuned": [1.0, 1.05, 0.95]}, peak_share=[0.6, 0.62, 0.58])}
+    own_ratio, own_share = gate.band_from_runs([1.0, 1.05, 0.95]), gate.band_from_runs([0.6, 0.62, 0.58])
+    for threads, octaves in ((4, 1), (16, 3), (64, 5)):
+        found = expect(stored, f"znver5-{threads}t-b1", ("onnxruntime", "tvm-tuned"))
+        ratio_margin = own_ratio.margin + gate.OTHER_THREADS_MARGIN * octaves
+        assert found.ratios["tvm-tuned"].margin == pytest.approx(ratio_margin)
+        floor_margin = (1 + own_share.margin + gate.OTHER_THREADS_MARGIN * octaves) * (threads / 2) ** 0.5 - 1
+        assert found.floor.low == pytest.approx(0.6 / (1 + floor_margin))
+    # Fewer threads than stored: each core is as busy as before, so the floor is not lowered beyond the margin.
+    one = expect(stored, "znver5-1t-b1", ("onnxruntime",))
+    assert one.floor.margin == pytest.approx(own_share.margin + gate.OTHER_THREADS_MARGIN)
+
+
 def test_another_cpu_with_the_same_vector_isa_lends_its_slowest_band_times_a_factor():
     stored = {"znver4-2t-b1": stored_machine({"torch": [2.0]}, peak_share=[0.7], vector_isa="avx512"),
               "icelake-2t-b1": stored_machine({"torch": [4.0]}, peak_share=[0.5], vector_isa="avx512"),
