@@ -31,11 +31,14 @@ from .errors import UsageError
 from .results import REFERENCE_BACKEND, BenchRow, Ratio
 
 FORMAT = 2
-# A band's half-width: MARGIN_PER_SPREAD x the largest deviation of a stored run from the runs' median, within
-# [MIN_MARGIN, MAX_MARGIN]; MAX_MARGIN while fewer than MIN_RUNS runs are stored. MAX_MARGIN keeps a 1.5x slowdown
-# outside the band (1.5 / 1.3 = 1.15: beyond any run-to-run wander measured on one machine, 13% at worst).
+# A band's half-width: its spread times (MARGIN_PER_SPREAD + MARGIN_PER_SPREAD / runs), within [MIN_MARGIN,
+# MAX_MARGIN]; MAX_MARGIN while fewer than MIN_RUNS runs are stored. The spread is the largest deviation of a stored
+# run from the runs' median, or the machine's (the median of that over every variant of the model it stores), if
+# larger: three runs that happen to agree say little about a variant's next run, the machine's other variants say
+# more. The factor grows for few runs because the largest of 3 deviations understates the spread more than the
+# largest of 10 does. MAX_MARGIN keeps a 1.5x slowdown outside the band (1.5 / 1.3 = 1.15).
 MARGIN_PER_SPREAD = 1.5
-MIN_MARGIN = 0.08
+MIN_MARGIN = 0.10
 MAX_MARGIN = 0.30
 MIN_RUNS = 3
 MAX_RUNS = 10  # runs kept per variant: the newest
@@ -114,13 +117,28 @@ def split_key(key: str) -> tuple[str, int, int] | None:
     return cpu2, int(threads[:-1]), int(rest[1:])
 
 
-def band_from_runs(runs: list[float], origin: str = "own") -> Band:
-    """A band from stored runs: their median, and a margin from their largest deviation from it."""
+def spread_of(runs: list[float]) -> float:
+    """The largest deviation of a run from the runs' median, as a share of it."""
+    expected = statistics.median(runs)
+    return max(abs(value / expected - 1) for value in runs) if expected else 0.0
+
+
+def machine_spread(entry: dict[str, Any], model: str) -> float:
+    """How far a run of this machine strays for a typical variant of `model`: the median spread of the variants
+    with at least MIN_RUNS stored runs."""
+    spreads = [spread_of(band["runs"]) for band in entry.get("models", {}).get(model, {}).get("ratios", {}).values()
+               if len(band.get("runs", [])) >= MIN_RUNS]
+    return statistics.median(spreads) if spreads else 0.0
+
+
+def band_from_runs(runs: list[float], origin: str = "own", typical_spread: float = 0.0) -> Band:
+    """A band from stored runs: their median, and a margin from their spread or the machine's, if larger."""
     expected = statistics.median(runs)
     if len(runs) < MIN_RUNS:
         return Band(expected, MAX_MARGIN, origin, len(runs))
-    spread = max(abs(value / expected - 1) for value in runs)
-    return Band(expected, min(MAX_MARGIN, max(MIN_MARGIN, MARGIN_PER_SPREAD * spread)), origin, len(runs))
+    spread = max(spread_of(runs), typical_spread)
+    factor = MARGIN_PER_SPREAD + MARGIN_PER_SPREAD / len(runs)
+    return Band(expected, min(MAX_MARGIN, max(MIN_MARGIN, factor * spread)), origin, len(runs))
 
 
 # --- the file --------------------------------------------------------------------------------------------------
@@ -185,10 +203,10 @@ def expectations_for(data: dict[str, Any], key: str, model: str, variants: tuple
 
     def lookup(kind: str, variant: str, int8_own_cpu_only: bool) -> Band | None:
         if runs := _runs(own, model, kind, variant):
-            return band_from_runs(runs)
+            return band_from_runs(runs, typical_spread=machine_spread(own, model))
         for octaves, name in same_cpu:
             if runs := _runs(machines[name], model, kind, variant):
-                band = band_from_runs(runs)
+                band = band_from_runs(runs, typical_spread=machine_spread(machines[name], model))
                 margin = band.margin + OTHER_THREADS_MARGIN * octaves
                 stored_threads = split_key(name)[1]
                 if kind == "peak_share" and here[1] > stored_threads:
@@ -291,9 +309,9 @@ class Finding:
                     f"CPU's float32 peak{looks}, below its floor {self.band.low:.0%} (expected {self.band.expected:.0%}"
                     f", {self.band.origin}): {REFERENCE_BACKEND} itself (or its export) is slower")
         if self.kind == "implausible":
-            return (f"{where}: {self.found.value:.0%} [{self.found.low:.0%}, {self.found.high:.0%}] of this CPU's "
-                    f"float32 peak is implausible for float32 (at most {self.note}): it ran in lower precision or "
-                    "skipped work")
+            return (f"{where}: its median runs at {self.found.value:.0%} of this CPU's float32 peak (the peak "
+                    f"kernel's fastest rounds), implausible for float32 (at most {self.note}): it ran in lower "
+                    "precision or skipped work")
         if self.kind == "faster":
             return (f"{where}: {self.found}{looks} is faster than stored ({self.band.describe()}): update the bands? "
                     "(`pytest benches/ --gate-update`)")
@@ -398,12 +416,14 @@ def run_gate(model: str, rows: list[BenchRow], expectations: Expectations, selec
             outcome.failures.append(Finding(model, REFERENCE_BACKEND, "missing", None, expectations.floor,
                                             note="no share of the peak: the yardstick's peak kernel has no timing"))
     for row in rows:
-        low = row.context.get("peak_share_low")
-        if low is None or Variant.parse(row.backend).precision != "fp32":
+        # Against the peak's fastest rounds (the machine's peak: another load only slows the kernel), the
+        # variant's median; rows measured before that key existed fall back on the paired interval's low end.
+        share = row.context.get("best_peak_share", row.context.get("peak_share_low"))
+        if share is None or Variant.parse(row.backend).precision != "fp32":
             continue
         ceiling = implausible_ceiling(row)
-        if low > ceiling:
-            found = Ratio(row.context["peak_share"], low, row.context["peak_share_high"], 0)
+        if share > ceiling:
+            found = Ratio(share, share, share, 0)
             outcome.failures.append(Finding(model, row.backend, "implausible", found, None, note=f"{ceiling:.0%}"))
     return outcome
 
@@ -424,9 +444,9 @@ def update(path: Path, key: str, rows: list[BenchRow], context: dict[str, Any]) 
 
     def add(model: str, kind: str, variant: str, value: float) -> None:
         stored = models.setdefault(model, {}).setdefault(kind, {}).setdefault(variant, {"runs": []})
-        old = band_from_runs(stored["runs"]) if stored["runs"] else None
+        old = band_from_runs(stored["runs"], typical_spread=machine_spread(entry, model)) if stored["runs"] else None
         stored["runs"] = [*stored["runs"], round(value, 4)][-MAX_RUNS:]
-        new = band_from_runs(stored["runs"])
+        new = band_from_runs(stored["runs"], typical_spread=machine_spread(entry, model))
         what = "share of the peak" if kind == "peak_share" else f"x {REFERENCE_BACKEND}"
         changes.append(f"{model}-{variant} ({what}): {old.describe() if old else 'none'} -> {new.describe()}")
 
