@@ -12,9 +12,10 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import sys
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePath, PurePosixPath
 
 _SOURCE_ROOT = Path(__file__).resolve().parent.parent
 # A checkout keeps its caches, results and tuning logs beside the code; an installed copy (site-packages) uses the
@@ -172,3 +173,30 @@ def cached_build_info(artifact: Path, info_path: Path) -> dict | None:
     intact = usable_entry(artifact)  # checked first and apart: each damaged one is discarded
     info = json_entry(info_path)
     return info if intact else None
+
+
+# A cache entry's name: `<model>[-<variant>]-<20 hex digits of content_key><suffix>` in `<cache>/<kind>/` (cache.py).
+CACHE_ENTRY = re.compile(r"-[0-9a-f]{20}(\.[A-Za-z0-9]+)+$")
+
+
+def relative_artifact_path(path: str, cache: Path | None = None) -> str:
+    """`/home/me/cpubench/.cache/onnx/resnet18-….onnx` -> `.cache/onnx/resnet18-….onnx`, the form the committed
+    results use: the entry's place in the cache, under the default cache's name. Recognised by lying under `cache`
+    (default: this checkout's `cache_root()`), under a folder named `.cache`, or, for a CPUBENCH_CACHE elsewhere on
+    another machine, by the cache's own naming (`<kind>/<name>-<content key><suffix>`). Other paths, and relative
+    ones, come back unchanged."""
+    pure = PurePath(path)
+    if not pure.is_absolute():
+        return path
+    if cache is None:
+        cache = cache_root()
+    try:
+        return str(PurePosixPath(".cache", *pure.relative_to(cache).parts))
+    except ValueError:
+        pass
+    parts = pure.parts
+    if ".cache" in parts[1:]:
+        return str(PurePosixPath(*parts[len(parts) - 1 - parts[::-1].index(".cache"):]))
+    if len(parts) >= 3 and CACHE_ENTRY.search(parts[-1]):
+        return str(PurePosixPath(".cache", parts[-2], parts[-1]))
+    return path

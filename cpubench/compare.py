@@ -9,9 +9,10 @@ import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path, PurePath, PurePosixPath
+from pathlib import Path
 from typing import Any
 
+from .cache import relative_artifact_path
 from .precision import BF16_CPU_FLAGS, PRECISIONS, Variant
 from .results import REFERENCE_BACKEND, BenchRow, Ratio, ratio_of
 
@@ -464,35 +465,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # ------------------------------------------------------------------------------------------------- artifact paths
-
-# A cache entry's name: `<model>[-<variant>]-<20 hex digits of content_key><suffix>` in `<cache>/<kind>/` (cache.py).
-CACHE_ENTRY = re.compile(r"-[0-9a-f]{20}(\.[A-Za-z0-9]+)+$")
-
-
-def relative_artifact_path(path: str, cache: Path | None = None) -> str:
-    """`/home/me/cpubench/.cache/onnx/resnet18-….onnx` -> `.cache/onnx/resnet18-….onnx`, the form the committed
-    results use: the entry's place in the cache, under the default cache's name. Recognised by lying under `cache`
-    (default: this checkout's `cache_root()`), under a folder named `.cache`, or, for a CPUBENCH_CACHE elsewhere on
-    another machine, by the cache's own naming (`<kind>/<name>-<content key><suffix>`). Other paths, and relative
-    ones, come back unchanged."""
-    pure = PurePath(path)
-    if not pure.is_absolute():
-        return path
-    if cache is None:
-        from .cache import cache_root
-
-        cache = cache_root()
-    try:
-        return str(PurePosixPath(".cache", *pure.relative_to(cache).parts))
-    except ValueError:
-        pass
-    parts = pure.parts
-    if ".cache" in parts[1:]:
-        return str(PurePosixPath(*parts[len(parts) - 1 - parts[::-1].index(".cache"):]))
-    if len(parts) >= 3 and CACHE_ENTRY.search(parts[-1]):
-        return str(PurePosixPath(".cache", parts[-2], parts[-1]))
-    return path
-
 
 def _contexts(data: Any) -> Iterator[dict[str, Any]]:
     """Each benchmark's extra_info (pytest-benchmark) or each row's context (report.json)."""

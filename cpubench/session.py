@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .backends import BACKENDS, TORCH_FREE, BackendUnavailable, backend_module
+from .cache import relative_artifact_path
 from .errors import UsageError, remembered
 from .images import DEFAULT_IMAGE, load_image, make_batch
 from .int8_session import Int8Session
@@ -157,7 +158,9 @@ class SuiteSession:
             "first_call_seconds": built["first_call_seconds"],
             "rss_after_build_mib": built["rss_after_build_kib"] / 1024,
             "peak_build_mib": built["peak_build_kib"] / 1024,
-            "artifact": built["artifact"], "artifact_bytes": built["artifact_bytes"],
+            # relative to the cache (`.cache/onnx/...`): a results file travels, a machine's paths do not
+            "artifact": relative_artifact_path(built["artifact"]) if built["artifact"] else None,
+            "artifact_bytes": built["artifact_bytes"],
             "runtimes_in_process": built["runtimes_in_process"], "worker_pid": worker.pid,
             "peak_reset": built["peak_reset"],
         }
