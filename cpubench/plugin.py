@@ -210,10 +210,14 @@ def efficiency_context(suite: SuiteSession, model: str, rounds: dict[int, float]
 
     fastest = float(np.percentile(list(timed[PEAK].values()), 10))
     best_peak = kernels[PEAK]["flops_per_call"] / fastest
-    context.update({"cpu_peak_gflops_best": round(best_peak / 1e9, 1),
-                    "best_peak_share": round(flops / median(rounds.values()) / best_peak, 4)})
     gemms = {name: rate_gflops(kernels[name]["flops_per_call"], timed[name]) for name in GEMMS
              if name in timed and isinstance(kernels.get(name), dict)}
+    # Whatever ran faster than the peak kernel shows the machine's peak is higher: under a CPUID mask that hides
+    # AVX-512 (docs/hide_avx512.c), LLVM emitted 256-bit code (238 GFLOP/s on a Zen 5) while ONNX Runtime's MLAS
+    # still ran its AVX-512 MatMul (297).
+    best_peak = max([best_peak] + [rate[2] * 1e9 for rate in gemms.values()])
+    context.update({"cpu_peak_gflops_best": round(best_peak / 1e9, 1),
+                    "best_peak_share": round(flops / median(rounds.values()) / best_peak, 4)})
     if gemms:
         best = max(gemms, key=lambda name: gemms[name][0])
         scale = peak[0] / gemms[best][0]  # the share of the peak, as a share of the best GEMM's rate
