@@ -3,11 +3,11 @@ the variants of every model timed together in interleaved rounds, the rounds han
 
 from __future__ import annotations
 
-from cpubench.plugin import load_backend, record_benchmark, timed_rounds
+from cpubench.plugin import build_variant, record_benchmark, timed_rounds
 
 
-def test_inference(benchmark, suite, model_name, backend_name, request):
-    loaded = load_backend(suite, model_name, backend_name, benchmark)  # built in its worker: nothing timed yet
+def test_inference(benchmark, suite, model_name, variant, request):
+    built = build_variant(suite, model_name, variant, benchmark)  # built in its worker: nothing timed yet
     benchmark.group = model_name
-    rounds = timed_rounds(request.config, suite, benchmark, model_name, backend_name)
-    record_benchmark(suite, benchmark, loaded, rounds)
+    rounds = timed_rounds(request.config, suite, benchmark, model_name, variant)
+    record_benchmark(suite, benchmark, built, rounds)

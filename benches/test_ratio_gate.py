@@ -30,7 +30,7 @@ def test_ratio_gate(suite, model_name, request):
     if request.config.getoption("benchmark_disable") and not request.config.getoption("benchmark_enable"):
         pytest.skip("--benchmark-disable: nothing was timed")
     rows = [r for r in suite.results if r.model == model_name and r.timing]
-    if not any(r.backend == REFERENCE_BACKEND for r in rows):
+    if not any(r.variant == REFERENCE_BACKEND for r in rows):
         state, why = suite.build_outcome(model_name, REFERENCE_BACKEND)
         pytest.fail(f"{model_name}: {REFERENCE_BACKEND}, the reference backend, has no timing in this run ({state}: "
                     f"{why or 'no timing'}); nothing can be gated", pytrace=False)

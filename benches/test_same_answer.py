@@ -19,51 +19,51 @@ from cpubench.worker import WorkerDied
 pytestmark = getattr(pytest.mark, VERDICT_MARKER)
 
 
-def loaded_backends(suite, model_name):
-    loaded, skipped = {}, {}
+def built_variants(suite, model_name):
+    built, skipped = {}, {}
     for backend in suite.settings.variants:
         try:
-            loaded[backend] = suite.loaded(model_name, backend)
+            built[backend] = suite.launcher.build(model_name, backend)
         except (BackendUnavailable, WorkerDied) as exc:  # a dead worker fails its own benchmark, not this check
             skipped[backend] = str(exc)
         except UsageError as exc:
             pytest.fail(f"{model_name}-{backend}: {exc}", pytrace=False)
-    if loaded and all(Variant.parse(name).precision != "fp32" for name in loaded):
+    if built and all(Variant.parse(name).precision != "fp32" for name in built):
         # Only reduced precisions ran: they are judged against the float32 reference all the same (built, not timed).
         try:
-            reference = suite.int8.reference(model_name)
-            loaded = {reference: suite.loaded(model_name, reference), **loaded}
+            reference = suite.int8.build_reference(model_name)
+            built = {reference: suite.launcher.build(model_name, reference), **built}
         except (BackendUnavailable, WorkerDied, UsageError) as exc:
             skipped["fp32 reference"] = str(exc)
-    return loaded, skipped
+    return built, skipped
 
 
 def test_same_top1(suite, model_name):
-    loaded, skipped = loaded_backends(suite, model_name)
-    if not loaded:
+    built, skipped = built_variants(suite, model_name)
+    if not built:
         pytest.skip(f"no backend could run {model_name}: {skipped}")
-    reference_name = reference_of(loaded)
-    reference = loaded[reference_name]
-    disagree, ties, margin = compare_top1(reference_name, loaded)
+    reference_name = reference_of(built)
+    reference = built[reference_name]
+    disagree, ties, margin = compare_top1(reference_name, built)
     if ties:
         suite.verdicts.append(f"{model_name} top-1: tie ({reference_name}'s two best classes are {margin:.3g} apart, "
                               f"under the logit tolerance); compared logits instead for {', '.join(ties)}")
     assert not disagree, (f"{model_name}: {reference_name} (fp32) says "
                           f"{describe_class(reference.top1, reference.classes)}, but " + "; ".join(disagree))
-    if model_name == "efficientnet_lite0" and suite.default_image:
+    if model_name == "efficientnet_lite0" and suite.store.default_image:
         # Real ImageNet weights on the shipped cat photo: a non-cat answer means broken preprocessing or export.
         assert reference.top1 in CAT_CLASSES, (
-            f"efficientnet_lite0 on {suite.image_path.name}: expected a cat class (281-285), "
+            f"efficientnet_lite0 on {suite.store.image_path.name}: expected a cat class (281-285), "
             f"got {describe_class(reference.top1)}")
-    if len(loaded) < 2:
+    if len(built) < 2:
         pytest.skip(f"only {reference_name} ran for {model_name}; nothing to compare it with")
 
 
 def test_logits_match_reference(suite, model_name):
-    loaded, _ = loaded_backends(suite, model_name)
-    if len(loaded) < 2:
-        pytest.skip(f"needs two backends for {model_name}; ran: {', '.join(loaded) or 'none'}")
-    failures = compare_logits(reference_of(loaded), loaded)
+    built, _ = built_variants(suite, model_name)
+    if len(built) < 2:
+        pytest.skip(f"needs two backends for {model_name}; ran: {', '.join(built) or 'none'}")
+    failures = compare_logits(reference_of(built), built)
     assert not failures, f"{model_name}: " + "; ".join(failures)
 
 
@@ -73,10 +73,10 @@ def test_int8_keeps_the_answer(suite, model_name):
     int8 = [v for v in suite.settings.variants if Variant.parse(v).precision == "int8"]
     if not int8:
         pytest.skip("no int8 variant selected (add int8 to --precision)")
-    loaded, skipped = loaded_backends(suite, model_name)
+    built, skipped = built_variants(suite, model_name)
     judged, failures = [], []
     for variant in int8:
-        if variant not in loaded:
+        if variant not in built:
             continue
         try:
             rate = suite.int8.agreement(model_name, variant)

@@ -52,7 +52,7 @@ def one_run(settings, out: Path, label: str) -> tuple[dict[str, dict[str, float]
     report = out / label / "report.json"
     assert report.exists(), f"{label}: no report\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}"
     data = json.loads(report.read_text())
-    slow = {f"{r['model']}-{r['backend']}" for r in data["results"]
+    slow = {f"{r['model']}-{r['variant']}" for r in data["results"]
             if r["timing"] and r["timing"]["median"] > LONG_CALL_SECONDS}
     return {key: value for key, value in data["ratios_vs_onnxruntime"].items()
             if not key.endswith("-onnxruntime")}, slow

@@ -19,12 +19,12 @@ def test_tune(suite, model_name, capsys):
     settings = suite.settings
     budget = TuneBudget(trials=settings.tune_trials,
                         trials_per_task=settings.tune_trials_per_task or DEFAULT_TRIALS_PER_TASK)
-    model = suite.model(model_name)
+    model = suite.store.model(model_name)
 
     try:
         with capsys.disabled():  # progress lines are for the person waiting, show them live
             outcome = tune_model(model_name=model.disk_key,
-                                 relax_mod=tv.import_onnx(suite.onnx_path(model_name), model.input_shape,
+                                 relax_mod=tv.import_onnx(suite.store.onnx_path(model_name), model.input_shape,
                                                           model.input_name),
                                  input_shape=model.input_shape, tuning_logs=settings.tuning_logs,
                                  threads=settings.threads, budget=budget, fresh=settings.tune_fresh,

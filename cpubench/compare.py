@@ -47,7 +47,7 @@ class Run:
     short: str = ""  # the verdicts' name: the LLVM CPU name, e.g. `znver5`
 
     def row(self, model: str, variant: str) -> BenchRow | None:
-        return next((r for r in self.rows if r.model == model and r.backend == variant), None)
+        return next((r for r in self.rows if r.model == model and r.variant == variant), None)
 
 
 # ---------------------------------------------------------------------------------------------------------- reading
@@ -134,7 +134,7 @@ def _from_pytest_benchmark(path: Path, data: dict[str, Any]) -> Run:
         rows.append(BenchRow(str(extra["model"]), str(extra["variant"]), extra.get("top1", -1), timing, dict(extra),
                              keyed.get(i, {})))
         if i in missing and timing:
-            unpaired[(rows[-1].model, rows[-1].backend)] = missing[i]
+            unpaired[(rows[-1].model, rows[-1].variant)] = missing[i]
     first = ours[0]["extra_info"]
     cpu = machine_info.get("cpu")
     commit = data.get("commit_info") or {}
@@ -155,9 +155,10 @@ def _from_report(path: Path, data: dict[str, Any]) -> Run:
         timing = r.get("timing")
         if timing is not None:
             timing = {**timing, "median": float(timing["median"])}  # the one figure every cell needs
-        rows.append(BenchRow(str(r["model"]), str(r["backend"]), r.get("top1", -1), timing,
+        variant = r.get("variant", r.get("backend"))  # report.json called it "backend" before 2026-12
+        rows.append(BenchRow(str(r["model"]), str(variant), r.get("top1", -1), timing,
                              dict(r.get("context") or {}), rounds))
-    unpaired = {(r.model, r.backend): "the file keeps no rounds for it" for r in rows if r.timing and not r.rounds}
+    unpaired = {(r.model, r.variant): "the file keeps no rounds for it" for r in rows if r.timing and not r.rounds}
     return Run(path, "cpubench report.json", machine, rows, threads=data.get("threads"),
                batch_size=data.get("batch_size"), versions=dict(data.get("versions") or {}), unpaired=unpaired)
 
@@ -309,7 +310,7 @@ def _header(runs: list[Run], model: str, variant: str) -> tuple[str, bool]:
 
 def model_table(runs: list[Run], model: str) -> list[str]:
     shown = [r for r in runs if any(row.model == model for row in r.rows)]
-    variants = sorted({row.backend for r in shown for row in r.rows if row.model == model}, key=_column_order)
+    variants = sorted({row.variant for r in shown for row in r.rows if row.model == model}, key=_column_order)
     headers = [_header(shown, model, v) for v in variants]
     lines = [f"### {model}", "",
              f"median ms · × that CPU's {REFERENCE_BACKEND} fp32 [95% interval]: the median of per-rotation ratios "
@@ -346,7 +347,7 @@ def model_table(runs: list[Run], model: str) -> list[str]:
 def _fastest(run: Run, model: str, precision: str) -> tuple[BenchRow, list[BenchRow]] | None:
     """The fastest row of `precision`, and the rows tied with it: their paired ratio's interval reaches 1.0 (the
     report's verdict rule)."""
-    timed = sorted((r for r in run.rows if r.model == model and r.timing and _split(r.backend)[1] == precision),
+    timed = sorted((r for r in run.rows if r.model == model and r.timing and _split(r.variant)[1] == precision),
                    key=lambda r: r.timing["median"])
     if not timed:
         return None
@@ -363,7 +364,7 @@ def _agreement(row: BenchRow) -> str:
 
 def _name(row: BenchRow) -> str:
     log = row.context.get("tuning_log_label")
-    return f"{row.backend} ({log})" if log else row.backend
+    return f"{row.variant} ({log})" if log else row.variant
 
 
 def verdict_lines(runs: list[Run], model: str) -> list[str]:
@@ -378,7 +379,7 @@ def verdict_lines(runs: list[Run], model: str) -> list[str]:
                 continue
             best, tied = found
             ratio = reference_ratio(run, best)
-            if best.backend == REFERENCE_BACKEND:
+            if best.variant == REFERENCE_BACKEND:
                 vs = f"{REFERENCE_BACKEND} fp32 itself"
             elif ratio is None:
                 vs = f"no {REFERENCE_BACKEND} fp32 to compare with"
@@ -391,7 +392,7 @@ def verdict_lines(runs: list[Run], model: str) -> list[str]:
             if tied:
                 text += ", tied with " + " and ".join(f"{_name(r)} ({ratio_of(r, best)} of its time)" for r in tied)
             parts.append(text)
-            winners.append({_split(r.backend)[0] for r in (best, *tied)})
+            winners.append({_split(r.variant)[0] for r in (best, *tied)})
         if not parts:
             continue
         line = f"- **{precision}**: " + "; ".join(parts) + "."

@@ -338,7 +338,7 @@ def run_gate(model: str, rows: list[BenchRow], expectations: Expectations, selec
     from .stats import median_interval
 
     outcome = GateOutcome()
-    timed = {r.backend: r for r in rows if r.timing}
+    timed = {r.variant: r for r in rows if r.timing}
     reference = timed.get(REFERENCE_BACKEND)
     pairs: dict[str, list[float]] = {}
     for variant in selected:
@@ -419,12 +419,12 @@ def run_gate(model: str, rows: list[BenchRow], expectations: Expectations, selec
         # Against the peak's fastest rounds (the machine's peak: another load only slows the kernel), the
         # variant's median; rows measured before that key existed fall back on the paired interval's low end.
         share = row.context.get("best_peak_share", row.context.get("peak_share_low"))
-        if share is None or Variant.parse(row.backend).precision != "fp32":
+        if share is None or Variant.parse(row.variant).precision != "fp32":
             continue
         ceiling = implausible_ceiling(row)
         if share > ceiling:
             found = Ratio(share, share, share, 0)
-            outcome.failures.append(Finding(model, row.backend, "implausible", found, None, note=f"{ceiling:.0%}"))
+            outcome.failures.append(Finding(model, row.variant, "implausible", found, None, note=f"{ceiling:.0%}"))
     return outcome
 
 
@@ -455,7 +455,7 @@ def update(path: Path, key: str, rows: list[BenchRow], context: dict[str, Any]) 
         if variant != REFERENCE_BACKEND:
             add(model, "ratios", variant, ratio.value)
     for row in rows:
-        if row.backend == REFERENCE_BACKEND and "peak_share" in row.context:
+        if row.variant == REFERENCE_BACKEND and "peak_share" in row.context:
             add(row.model, "peak_share", REFERENCE_BACKEND, row.context["peak_share"])
     if not changes:
         raise UsageError(f"--gate-update: no ratio to store (needs {REFERENCE_BACKEND} and another backend timed)")
@@ -472,8 +472,8 @@ def floor_shares(suite: Any, model: str, reference_rounds: dict[int, float],
     """ONNX Runtime's share of the float32 peak per rotation (its round against the peak kernel's round)."""
     from .yardstick import PEAK
 
-    flops, kernels = suite.flops(model), suite.yardstick_kernels()
-    peak = peak_rounds if peak_rounds is not None else suite.yardstick_rounds(model).get(PEAK, {})
+    flops, kernels = suite.store.flops(model), suite.launcher.yardstick_kernels()
+    peak = peak_rounds if peak_rounds is not None else suite.measurement.yardstick_rounds(model).get(PEAK, {})
     if not flops or not isinstance(kernels.get(PEAK), dict):
         return []
     per_call = kernels[PEAK]["flops_per_call"]
@@ -492,7 +492,7 @@ def judge(suite: Any, model: str, data: dict[str, Any],
     settings = suite.settings
     variants = variants or settings.variants
     key = machine_key(settings.threads, settings.batch_size)
-    flops = suite.flops(model)
+    flops = suite.store.flops(model)
     expectations = expectations_for(data, key, model, variants, bf16_class(), host_profile().vector_isa,
                                     None if flops is None else flops / 1e9)
     excused = {}
@@ -503,10 +503,11 @@ def judge(suite: Any, model: str, data: dict[str, Any],
         if state == "unavailable" and variant not in expectations.own:
             excused[variant] = f"skipped: {why}"
     rows = [r for r in suite.results if r.model == model and r.timing]
-    reference = next(r for r in rows if r.backend == REFERENCE_BACKEND)
+    reference = next(r for r in rows if r.variant == REFERENCE_BACKEND)
 
     def retime(variants: list[str]) -> dict[str, list[float]]:
-        schedule = suite.retime(model, [REFERENCE_BACKEND, *variants], seconds_per_variant=EXTENSION_SECONDS)
+        schedule = suite.measurement.retime(model, [REFERENCE_BACKEND, *variants],
+                                            seconds_per_variant=EXTENSION_SECONDS)
         for rounds in schedule.rounds.values():
             if rounds.failure is not None:
                 raise rounds.failure

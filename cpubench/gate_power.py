@@ -24,7 +24,7 @@ QUICK_MIN_ROUNDS = 5  # make test's --benchmark-min-rounds
 
 def set_slowdown(suite: Any, model: str, variant: str, factor: float) -> None:
     """Every process timing `variant` does `factor` times the work per call from now on."""
-    runner = suite.timing_runner(model, variant)
+    runner = suite.launcher.timing_runner(model, variant)
     for worker in getattr(runner, "workers", [runner]):
         worker.request("slowdown", factor)
         worker.pause()  # stopped again until its next round, as after every round
@@ -37,18 +37,19 @@ def quick_rows(suite: Any, model: str, variants: list[str]) -> list[BenchRow]:
     from .schedule import interleave
     from .yardstick import GEMMS, PEAK
 
-    runners: dict[str, Any] = {variant: suite.timing_runner(model, variant) for variant in variants}
-    runners.update(suite.yardstick_workers(model))
+    runners: dict[str, Any] = {variant: suite.launcher.timing_runner(model, variant) for variant in variants}
+    runners.update(suite.launcher.start_yardstick(model))
     schedule = interleave(runners, seconds_per_variant=QUICK_SECONDS, min_rounds=QUICK_MIN_ROUNDS,
                           round_seconds=suite.settings.round_ms / 1e3, always=(REFERENCE_BACKEND, PEAK),
                           sparse=GEMMS)
-    suite.replace_schedule(model, schedule)  # efficiency_context reads the yardstick's rounds of this measurement
+    # efficiency_context reads the yardstick's rounds of this measurement
+    suite.measurement.replace_schedule(model, schedule)
     rows = []
     for variant in variants:
         rounds = schedule.rounds[variant]
         if rounds.failure is not None:
             raise rounds.failure
-        loaded = suite.loaded(model, variant)
+        loaded = suite.launcher.build(model, variant)
         context = {key: loaded.info[key] for key in ("tvm_lowering",) if key in loaded.info}
         context.update(efficiency_context(suite, model, rounds.round_means))
         rows.append(BenchRow(model, variant, loaded.top1, {"median": 0.0}, context, rounds.round_means))
@@ -64,7 +65,7 @@ def measure_power(suite: Any, model: str, data: dict[str, Any], replicates: int,
     # Variants whose call outlasts a few rounds (untuned TVM, 1-2 s a call) are left out: held to a 1000x bound,
     # they would take most of the time and say nothing about the gate's power.
     variants = [v for v in suite.settings.variants if _builds(suite, model, v)
-                and suite.loaded(model, v).process["first_call_seconds"] <= LONG_CALL_SECONDS]
+                and suite.launcher.build(model, v).process["first_call_seconds"] <= LONG_CALL_SECONDS]
     conditions = [("unchanged", 1.0)] + [(variant, factor) for variant in slowed if variant in variants
                                          for factor in factors]
     rng = random.Random(seed)
@@ -114,7 +115,7 @@ def _replicates(suite: Any, model: str, data: dict[str, Any], replicates: int, v
 
 def _builds(suite: Any, model: str, variant: str) -> bool:
     try:
-        suite.loaded(model, variant)
+        suite.launcher.build(model, variant)
         return True
     except Exception:  # skipped or failed variants are left out of the power measurement
         return False

@@ -183,6 +183,10 @@ class Settings:
     tune_lowering: str = WINOGRAD
     worker_timeout: int = 900
     processes: int = 2
+    # pytest-benchmark's --benchmark-max-time and --benchmark-min-rounds: each variant's timed calls in seconds
+    # (spread over the rotations), and its fewest rounds
+    seconds_per_variant: float = 3.0
+    min_rounds: int = 5
 
     @property
     def variants(self) -> tuple[str, ...]:
@@ -221,6 +225,7 @@ class Settings:
             gate_file=opt("gate_file"), gate_update=opt("gate_update"),
             round_ms=opt("round_ms"), worker_timeout=opt("worker_timeout"), tune_target=opt("tune_target"),
             tune_lowering=opt("tune_lowering"), processes=opt("processes"),
+            seconds_per_variant=float(opt("benchmark_max_time", 3.0)), min_rounds=int(opt("benchmark_min_rounds", 5)),
         )
         if settings.weights is not None and not settings.weights.is_file():
             raise UsageError(f"--weights: no such file: {settings.weights}")

@@ -8,11 +8,13 @@ from typing import Any
 import numpy as np
 import pytest
 
+from . import benchmark_adapter
 from .backends import BackendUnavailable
 from .errors import UsageError
+from .launcher import BuiltVariant
 from .machine import summary as machine_summary
 from .options import Settings, add_options
-from .session import LoadedBackend, SuiteSession
+from .session import SuiteSession
 from .stats import call_stats, median_interval, percentile_stats
 from .worker import WorkerDied
 
@@ -43,6 +45,8 @@ def pytest_configure(config) -> None:
                                 "run without -n")
     config.stash[FINISHED_KEY] = set()
     try:
+        benchmark_adapter.check_version()
+        benchmark_adapter.check_options(benchmark_adapter.command_line(config))
         config.stash[SETTINGS_KEY] = Settings.from_config(config)
     except UsageError as exc:
         raise pytest.UsageError(str(exc)) from None
@@ -60,9 +64,9 @@ def pytest_generate_tests(metafunc) -> None:
 
         metafunc.parametrize("model_name", settings.models, scope="session",
                              ids=[parse_spec(m).test_id for m in settings.models])
-    if "backend_name" in metafunc.fixturenames:
+    if "variant" in metafunc.fixturenames:
         # (backend, precision) keys: `openvino` for fp32, as before; `openvino-bf16` otherwise.
-        metafunc.parametrize("backend_name", settings.variants, scope="session")
+        metafunc.parametrize("variant", settings.variants, scope="session")
 
 
 OPT_IN_MARKERS = ("tune", "stability", "power")  # long runs: only when the marker expression names them (`-m tune`)
@@ -95,8 +99,8 @@ def pytest_collection_finish(session) -> None:
     plan: dict[str, dict[str, str]] = {}
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
-        if getattr(item, "originalname", None) == "test_inference" and "backend_name" in params:
-            plan.setdefault(params["model_name"], {})[params["backend_name"]] = item.nodeid
+        if getattr(item, "originalname", None) == "test_inference" and "variant" in params:
+            plan.setdefault(params["model_name"], {})[params["variant"]] = item.nodeid
     session.config.stash[PLAN_KEY] = plan
 
 
@@ -137,16 +141,16 @@ def suite(request) -> SuiteSession:
     return suite_session(request.config)
 
 
-def load_backend(suite: SuiteSession, model: str, backend: str, benchmark=None) -> LoadedBackend:
-    """The built backend, or a visible skip (with the fix) or a clean failure naming the file at fault."""
+def build_variant(suite: SuiteSession, model: str, variant: str, benchmark=None) -> BuiltVariant:
+    """The built variant, or a visible skip (with the fix) or a clean failure naming the file at fault."""
     if benchmark is not None:
-        benchmark._mode = "cpubench: interleaved rounds in worker processes"  # pytest-benchmark checks it was used
+        benchmark_adapter.claim(benchmark)
     try:
-        return suite.loaded(model, backend)
+        return suite.launcher.build(model, variant)
     except BackendUnavailable as exc:
-        pytest.skip(f"{model}-{backend}: {exc}")
+        pytest.skip(f"{model}-{variant}: {exc}")
     except UsageError as exc:
-        failure = f"{model}-{backend}: {exc}"
+        failure = f"{model}-{variant}: {exc}"
     except WorkerDied as exc:
         failure = str(exc)  # already names the variant, the signal and the command that reproduces it
     pytest.fail(failure, pytrace=False)  # outside the except: one line, no chained traceback
@@ -161,17 +165,14 @@ def timed_rounds(config, suite: SuiteSession, benchmark, model: str, variant: st
         return {}
     plan = config.stash.get(PLAN_KEY, {})
     planned = list(plan.get(model, {})) or [variant]
-    schedule = suite.measure(model, planned, seconds_per_variant=float(config.getoption("benchmark_max_time")),
-                             min_rounds=int(config.getoption("benchmark_min_rounds")),
-                             together={name: list(variants) for name, variants in plan.items()})
+    schedule = suite.measurement.measure(model, planned,
+                                         together={name: list(variants) for name, variants in plan.items()})
     rounds = schedule.rounds.get(variant)
     if rounds is None:
         pytest.fail(f"{model}-{variant}: built, but not part of the run's timing", pytrace=False)
     if rounds.failure is not None:
         pytest.fail(str(rounds.failure), pytrace=False)
-    stats = benchmark._make_stats(1)
-    for seconds in rounds.values:
-        stats.update(seconds)
+    benchmark_adapter.hand_over(benchmark, rounds.values)
     # Every timed call, per round in rotation order: per-call latency (p50/p90/p99, stalls, speeds) comes from
     # these, throughput and ratios from the rounds.
     order = sorted(rounds.calls)
@@ -190,7 +191,8 @@ def efficiency_context(suite: SuiteSession, model: str, rounds: dict[int, float]
     rotation, and its efficiency: the same against the best GEMM of the installed libraries (cpubench/yardstick.py)."""
     from .yardstick import GEMMS, PEAK, peak_share, rate_gflops
 
-    flops, kernels, timed = suite.flops(model), suite.yardstick_kernels(), suite.yardstick_rounds(model)
+    flops, kernels = suite.store.flops(model), suite.launcher.yardstick_kernels()
+    timed = suite.measurement.yardstick_rounds(model)
     if not flops or PEAK not in timed or not isinstance(kernels.get(PEAK), dict):
         return {}
     share = peak_share(rounds, timed[PEAK], kernels[PEAK]["flops_per_call"], flops)
@@ -198,7 +200,7 @@ def efficiency_context(suite: SuiteSession, model: str, rounds: dict[int, float]
         return {}
     peak = rate_gflops(kernels[PEAK]["flops_per_call"], timed[PEAK])
     context: dict[str, Any] = {
-        "model_gflop": round(flops / 1e9, 3), "winograd_allowance": round(suite.winograd_allowance(model), 3),
+        "model_gflop": round(flops / 1e9, 3), "winograd_allowance": round(suite.store.winograd_allowance(model), 3),
         "cpu_peak_gflops": round(peak[0], 1), "cpu_peak_gflops_low": round(peak[1], 1),
         "cpu_peak_gflops_high": round(peak[2], 1),
         "peak_share": round(share.value, 4), "peak_share_low": round(share.low, 4),
@@ -237,7 +239,7 @@ def process_medians(rounds: dict[int, float], processes: dict[int, int]) -> list
     return [round(median(values) * 1e3, 4) for _, values in sorted(by_process.items())]
 
 
-def record_benchmark(suite: SuiteSession, benchmark, loaded: LoadedBackend, rounds: dict[int, float]) -> None:
+def record_benchmark(suite: SuiteSession, benchmark, built: BuiltVariant, rounds: dict[int, float]) -> None:
     """Context of the number (and, when timed, its percentiles and interval) into extra_info and the report."""
     from .images import describe_class
     from .results import BenchRow
@@ -245,18 +247,18 @@ def record_benchmark(suite: SuiteSession, benchmark, loaded: LoadedBackend, roun
     settings = suite.settings
     extra = benchmark.extra_info
     extra.update({
-        "model": loaded.model, "backend": loaded.backend_name, "variant": loaded.name,
-        "precision": loaded.info.get("precision", "fp32"), "backend_version": loaded.version,
+        "model": built.model, "backend": built.backend, "variant": built.key,
+        "precision": built.info.get("precision", "fp32"), "backend_version": built.version,
         "threads": settings.threads, "batch_size": settings.batch_size,
-        "weights": suite.model(loaded.model).weights_source, "image": suite.image_path.name,
-        "top1": loaded.top1, "top1_name": describe_class(loaded.top1, loaded.classes), "classes": loaded.classes,
-        "build_seconds": round(loaded.load_seconds, 3),
-        "onnx_export_seconds": round(suite.export_seconds.get(loaded.model, 0.0), 3),
-        **{key: (round(value, 4) if isinstance(value, float) else value) for key, value in loaded.process.items()},
+        "weights": suite.store.model(built.model).weights_source, "image": suite.store.image_path.name,
+        "top1": built.top1, "top1_name": describe_class(built.top1, built.classes), "classes": built.classes,
+        "build_seconds": round(built.load_seconds, 3),
+        "onnx_export_seconds": round(suite.store.export_seconds.get(built.model, 0.0), 3),
+        **{key: (round(value, 4) if isinstance(value, float) else value) for key, value in built.process.items()},
     })
     # What the backend read back from its runtime (threads, precision, delegation, tuning log...); the tuning
     # metadata and the per-function list stay out (large, and in the log's own files).
-    for key, value in loaded.info.items():
+    for key, value in built.info.items():
         if key not in ("tuning_metadata", "tuned_functions") and key not in extra:
             extra[key] = value
     data = list(rounds.values())
@@ -270,10 +272,10 @@ def record_benchmark(suite: SuiteSession, benchmark, loaded: LoadedBackend, roun
             timing.update({"p50": extra["call_p50"], "p90": extra["call_p90"], "p99": extra["call_p99"],
                            "calls": extra["calls"]})
         extra.update({k: timing[k] for k in ("p50", "p90", "p99", "ips", "median_low", "median_high")})
-        extra.update(efficiency_context(suite, loaded.model, rounds))
+        extra.update(efficiency_context(suite, built.model, rounds))
     # A transferred log's metadata timed the model on another CPU: no comparison with this run's median.
-    tuned_ms = None if loaded.info.get("tuning_log_transferred") else \
-        (loaded.info.get("tuning_metadata") or {}).get("model_latency_ms")
+    tuned_ms = None if built.info.get("tuning_log_transferred") else \
+        (built.info.get("tuning_metadata") or {}).get("model_latency_ms")
     if tuned_ms:
         # The tuner timed the same compiled model when it finished: the report shows how far this run differs.
         extra["tuning_latency_ms"] = tuned_ms
@@ -283,10 +285,10 @@ def record_benchmark(suite: SuiteSession, benchmark, loaded: LoadedBackend, roun
         # What the speed costs: agreement with float32 on the evaluation set, computed in the workers once the
         # model's timing is over (never beside it).
         try:
-            extra["int8_agreement"] = suite.int8.agreement(loaded.model, loaded.name)
+            extra["int8_agreement"] = suite.int8.agreement(built.model, built.key)
         except (UsageError, BackendUnavailable, WorkerDied) as exc:
             extra["int8_agreement"] = {"error": str(exc)}
-    suite.results.append(BenchRow(loaded.model, loaded.name, loaded.top1, timing, dict(extra), dict(rounds),
+    suite.results.append(BenchRow(built.model, built.key, built.top1, timing, dict(extra), dict(rounds),
                                   processes))
 
 

@@ -19,7 +19,7 @@ def _backend_order(row: BenchRow) -> tuple[int, int]:
     from .backends import BACKENDS
     from .precision import PRECISIONS, Variant
 
-    names, variant = list(BACKENDS), Variant.parse(row.backend)
+    names, variant = list(BACKENDS), Variant.parse(row.variant)
     return (names.index(variant.backend) if variant.backend in names else len(names),
             PRECISIONS.index(variant.precision) if variant.precision in PRECISIONS else len(PRECISIONS))
 
@@ -134,13 +134,13 @@ def yardstick_lines(suite: Any, rows: list[BenchRow]) -> list[str]:
     kernel each ran, timed in the run's rotations; and each model's FLOPs."""
     from .yardstick import GEMMS, PEAK, rate_gflops
 
-    kernels = suite.yardstick_kernels() if hasattr(suite, "yardstick_kernels") else {}
+    kernels = suite.launcher.yardstick_kernels() if hasattr(suite, "launcher") else {}
     lines = []
     for model in dict.fromkeys(r.model for r in rows):
         c = next((r.context for r in rows if r.model == model and "peak_share" in r.context), None)
         if c is None:
             continue
-        timed = suite.yardstick_rounds(model)
+        timed = suite.measurement.yardstick_rounds(model)
         parts = [f"peak {c['cpu_peak_gflops']:.0f} GFLOP/s [{c['cpu_peak_gflops_low']:.0f}, "
                  f"{c['cpu_peak_gflops_high']:.0f}] ({kernels[PEAK]['kernel']})"]
         for name in GEMMS:
@@ -172,7 +172,7 @@ def table_lines(rows: list[BenchRow]) -> list[str]:
                   "| top-1 |" + (" same top-1 as fp32, evaluation set |" if int8 else ""),
                   "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|" + ("---:|" if int8 else "")]
         for r in ordered:
-            key = (r.model, r.backend)
+            key = (r.model, r.variant)
             ratio = vs_ort.get(key)
             lines.append(
                 f"| {r.label} | {r.precision} | {_interval_ms(r)} | {_per_call(r)} | {_stalls(r)} "
@@ -206,13 +206,13 @@ def verdict_line(rows: list[BenchRow], model: str) -> str:
     if (model, REFERENCE_BACKEND) not in column:  # no reference backend: medians only
         best = min(timed, key=lambda r: r.timing["median"])
         return f"**{model}: fastest median is {best.label} in {best.precision}, {best.ms('median'):.2f} ms.**"
-    ranked = sorted((r for r in timed if (model, r.backend) in column), key=lambda r: column[(model, r.backend)].value)
+    ranked = sorted((r for r in timed if (model, r.variant) in column), key=lambda r: column[(model, r.variant)].value)
 
     def cell(r: BenchRow) -> str:
-        return f"{r.label} in {r.precision} ({r.ms('median'):.2f} ms, {column[(model, r.backend)]})"
+        return f"{r.label} in {r.precision} ({r.ms('median'):.2f} ms, {column[(model, r.variant)]})"
 
-    best = column[(model, ranked[0].backend)]
-    tied = [r for r in ranked[1:] if column[(model, r.backend)].low <= best.high]
+    best = column[(model, ranked[0].variant)]
+    tied = [r for r in ranked[1:] if column[(model, r.variant)].low <= best.high]
     unit = f"times in × {REFERENCE_BACKEND} fp32's, as in the table"
     if tied:
         line = (f"**{model}: tied for fastest: {cell(ranked[0])} and {', '.join(cell(r) for r in tied)}**; "
@@ -227,7 +227,7 @@ def verdict_line(rows: list[BenchRow], model: str) -> str:
     if len(precisions) > 1:
         fastest = [next(r for r in ranked if r.precision == p) for p in precisions]
         line += ". Fastest per precision: " + "; ".join(
-            f"{p} {r.label} {column[(model, r.backend)]}" + (f" ({_gives_up(r)})" if p == "int8" else "")
+            f"{p} {r.label} {column[(model, r.variant)]}" + (f" ({_gives_up(r)})" if p == "int8" else "")
             for p, r in zip(precisions, fastest, strict=True))
     return line + "."
 
@@ -243,9 +243,10 @@ def _gives_up(row: BenchRow) -> str:
 
 def context_lines(rows: list[BenchRow], suite) -> list[str]:
     settings = suite.settings
-    lines = [f"- image: `{suite.image_path.name}`; threads: {settings.threads}; batch size: {settings.batch_size}"]
+    image = suite.store.image_path.name
+    lines = [f"- image: `{image}`; threads: {settings.threads}; batch size: {settings.batch_size}"]
     for model in dict.fromkeys(r.model for r in rows):
-        built = suite.model(model)
+        built = suite.store.model(model)
         lines.append(f"- {model} weights: {built.weights_source}; input {preprocessing_note(built)}"
                      + "".join(f"; {note}" for note in built.notes))
     for r in rows:
@@ -255,12 +256,12 @@ def context_lines(rows: list[BenchRow], suite) -> list[str]:
                 agreement = (f"; tuner measured {r.context['tuning_latency_ms']:.2f} ms, this run's median differs by "
                              f"{r.context['median_vs_tuning_pct']:+.1f}%")
             choice = r.context.get("tuning_log_choice", "")
-            lines.append(f"- {r.model} {r.backend}: log `{r.context['tuning_log']}`"
+            lines.append(f"- {r.model} {r.variant}: log `{r.context['tuning_log']}`"
                          + (f" ({choice})" if choice else "")
                          + f", {r.context.get('tuning_coverage', '?')}, target `{r.context.get('tvm_target', '?')}`"
                          + agreement)
     lines += yardstick_lines(suite, rows)
-    slowed = [f"{r.model}-{r.backend} x{r.context['injected_slowdown']:g}" for r in rows
+    slowed = [f"{r.model}-{r.variant} x{r.context['injected_slowdown']:g}" for r in rows
               if r.context.get("injected_slowdown")]
     if slowed:
         lines.append(f"- **fault injection (CPUBENCH_SLOWDOWN): {', '.join(slowed)} did that many times the work per "
@@ -268,11 +269,12 @@ def context_lines(rows: list[BenchRow], suite) -> list[str]:
     stalls = stall_line(rows)
     if stalls:
         lines.append(stalls)
-    for model, cost in getattr(suite, "boundary", {}).items():
+    measurement = getattr(suite, "measurement", None)  # None: a report made from a results file
+    for model, cost in (measurement.boundary if measurement else {}).items():
         timed = [r.timing["median"] for r in rows if r.model == model and r.timing]
         if not cost or not timed:
             continue
-        others = getattr(suite, "timed_with", {}).get(model, [])
+        others = measurement.timed_with.get(model, [])
         shared = f" (shared with {', '.join(others)}'s variants)" if others else ""
         share = cost["timer_seconds_per_call"] / min(timed) * 100
         trip_us = cost["round_trip_seconds"] * 1e6
@@ -316,9 +318,9 @@ def write_report(suite, terminalreporter) -> dict[str, Path]:
     paths["markdown"].write_text("\n".join(markdown), encoding="utf-8")
     payload = {
         "machine": machine, "versions": backend_versions(), "threads": suite.settings.threads,
-        "batch_size": suite.settings.batch_size, "image": suite.image_path.name,
+        "batch_size": suite.settings.batch_size, "image": suite.store.image_path.name,
         "ratios_vs_onnxruntime": {f"{m}-{b}": asdict(v) for (m, b), v in ratio_table(rows, REFERENCE_BACKEND).items()},
-        "process_boundary": getattr(suite, "boundary", {}),
+        "process_boundary": suite.measurement.boundary if hasattr(suite, "measurement") else {},
         "results": [asdict(r) for r in rows],
     }
     paths["json"].write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
@@ -330,7 +332,7 @@ def processes_summary(rows: list[BenchRow], model: str) -> str:
     """`2 per variant taking its rounds in turn; onnxruntime 3, tvm 1`: how many worker processes timed each row."""
     from collections import Counter
 
-    counts = {r.backend: int(r.context.get("timing_processes", 1)) for r in rows if r.model == model and r.timing}
+    counts = {r.variant: int(r.context.get("timing_processes", 1)) for r in rows if r.model == model and r.timing}
     if not counts:
         return "none timed"
     usual = Counter(counts.values()).most_common(1)[0][0]

@@ -18,7 +18,7 @@ REFERENCE_BACKEND = "onnxruntime"  # ratio column and regression gate: the faste
 @dataclass
 class BenchRow:
     model: str
-    backend: str  # the variant's key: `openvino`, `openvino-bf16`
+    variant: str  # the variant's key: `openvino`, `openvino-bf16`
     top1: int
     timing: dict[str, float] | None  # seconds; None when timing was disabled
     context: dict[str, Any] = field(default_factory=dict)
@@ -27,9 +27,9 @@ class BenchRow:
 
     @property
     def label(self) -> str:
-        """The row's name: the backend, and for tuned TVM the log it applied, e.g. `tvm-tuned (log from znver4-2c)`."""
+        """The row's name: the variant, and for tuned TVM the log it applied, e.g. `tvm-tuned (log from znver4-2c)`."""
         log = self.context.get("tuning_log_label")
-        return f"{self.backend} ({log})" if log else self.backend
+        return f"{self.variant} ({log})" if log else self.variant
 
     @property
     def precision(self) -> str:
@@ -72,13 +72,13 @@ def ratio_of(numerator: BenchRow, denominator: BenchRow) -> Ratio | None:
 
 def ratio_table(rows: list[BenchRow], denominator: str) -> dict[tuple[str, str], Ratio]:
     """Every timed row's Ratio to `denominator`'s row of the same model, from rows of one run only."""
-    base = {r.model: r for r in rows if r.backend == denominator and r.timing}
+    base = {r.model: r for r in rows if r.variant == denominator and r.timing}
     table = {}
     for r in rows:
         if r.timing and r.model in base:
             ratio = ratio_of(r, base[r.model])
             if ratio is not None:
-                table[(r.model, r.backend)] = ratio
+                table[(r.model, r.variant)] = ratio
     return table
 
 

@@ -108,12 +108,12 @@ def test_ratios_rebuilt_from_benchmark_json_equal_the_runs_own_report():
     run = load_run(ZEN5)
     stored = json.loads((REPO / "docs" / "results_znver5_report.json").read_text())["ratios_vs_onnxruntime"]
     partial = [r for r in run.rows if len(r.rounds) < 60]
-    assert {(r.backend, len(r.rounds)) for r in partial} == {("tvm", 5), ("tvm", 14)}
+    assert {(r.variant, len(r.rounds)) for r in partial} == {("tvm", 5), ("tvm", 14)}
     assert not run.unpaired
     for row in run.rows:
         ratio = reference_ratio(run, row)
         assert ratio is not None
-        assert stored[f"{row.model}-{row.backend}"] == {"value": ratio.value, "low": ratio.low, "high": ratio.high,
+        assert stored[f"{row.model}-{row.variant}"] == {"value": ratio.value, "low": ratio.low, "high": ratio.high,
                                                         "pairs": ratio.pairs}
 
 

@@ -63,7 +63,7 @@ def judge_rows(rows, bands: dict[str, Band], retime=None, floor: Band | None = N
                excused=None, extensions: int = gate.EXTENSIONS,
                selected: tuple[str, ...] | None = None) -> gate.GateOutcome:
     """gate.run_gate on `rows` with these bands (every timed row selected unless said)."""
-    selected = selected or tuple(dict.fromkeys(r.backend for r in rows))
+    selected = selected or tuple(dict.fromkeys(r.variant for r in rows))
     return gate.run_gate(rows[0].model, rows, Expectations(bands, floor, "no floor in this test"), selected,
                          excused or {}, list(floor_shares), retime, extensions)
 
@@ -381,7 +381,7 @@ def test_a_model_no_machine_knows_gets_default_bounds():
 
 
 def implausible(rows) -> list[tuple[str, str]]:
-    bands = {r.backend: Band(8.0, 0.0, "default bound") for r in rows if r.backend != REFERENCE_BACKEND}
+    bands = {r.variant: Band(8.0, 0.0, "default bound") for r in rows if r.variant != REFERENCE_BACKEND}
     return [(f.variant, f.kind) for f in judge_rows(rows, bands).failures]
 
 
@@ -578,6 +578,7 @@ class FakeSuite:
         self.peak_seconds = 0.5 * REFERENCE_SECONDS * self.PEAK_FLOPS / 1.8e9  # a share of 0.5
         self.peak_rounds = {PEAK: dict.fromkeys(range(len(torch_ratios)), self.peak_seconds)}
         self.more, self.asked = more, []
+        self.store = self.launcher = self.measurement = self  # the fake plays each of the session's parts
 
     def flops(self, model):
         return 1.8e9

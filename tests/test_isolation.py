@@ -186,7 +186,7 @@ def test_a_dying_worker_fails_its_variant_and_the_run_carries_on(tmp_path, tiny_
         assert any(ln.startswith("PASSED") and passed.format(tiny_onnx.stem) in ln for ln in out.splitlines()), \
             (passed, out[-4000:])
     # The report survives, with the rows that lived, each built in a process that held its own runtime only.
-    rows = {r["backend"]: r for r in report["results"]}
+    rows = {r["variant"]: r for r in report["results"]}
     assert set(rows) == {"onnxruntime", "openvino"}
     assert rows["onnxruntime"]["context"]["runtimes_in_process"] == ["onnxruntime"]
     assert "(shared with" not in (tmp_path / "results" / "report.md").read_text()  # one model: nothing shared
@@ -202,7 +202,7 @@ def test_a_dying_worker_fails_its_variant_and_the_run_carries_on(tmp_path, tiny_
     pids = [pid for row in rows.values() for pid in row["context"]["timing_worker_pids"]]
     assert len(set(pids)) == 5 and os.getpid() not in pids
     # pytest-benchmark holds each variant's rounds, as many as the rounds the report counts.
-    bench = {b["params"]["backend_name"]: b for b in json.loads(json_out.read_text())["benchmarks"]}
+    bench = {b["params"]["variant"]: b for b in json.loads(json_out.read_text())["benchmarks"]}
     assert len(bench["onnxruntime"]["stats"]["data"]) == rows["onnxruntime"]["timing"]["rounds"] >= 5
     assert bench["openvino"]["extra_info"]["calls_per_round"]
 
@@ -214,7 +214,7 @@ def test_every_model_of_a_run_is_timed_in_the_same_rotations(tmp_path, tiny_onnx
     shutil.copy(tiny_onnx, second)
     proc, report = run_benches(tmp_path, [tiny_onnx, second], "onnxruntime,openvino")
     assert proc.returncode == 0, proc.stdout[-3000:]
-    rows = {(r["model"], r["backend"]): r for r in report["results"]}
+    rows = {(r["model"], r["variant"]): r for r in report["results"]}
     models = sorted({model for model, _ in rows})
     assert len(models) == 2 and len(rows) == 4, sorted(rows)
     starts = {}
@@ -245,7 +245,7 @@ def test_processes_of_one_variant_that_disagree_fail_it_and_the_run_carries_on(t
     # Its first process's answer is still compared: the same top-1 (its logits are off on purpose).
     for passed in ("test_same_top1", "test_ratio_gate"):
         assert any(ln.startswith("PASSED") and passed in ln for ln in proc.stdout.splitlines()), (passed, line)
-    rows = {r["backend"]: r for r in report["results"]}
+    rows = {r["variant"]: r for r in report["results"]}
     assert set(rows) == {"onnxruntime", "openvino"}
     assert rows["openvino"]["context"]["timing_processes"] == 3
 
@@ -253,7 +253,7 @@ def test_processes_of_one_variant_that_disagree_fail_it_and_the_run_carries_on(t
 def test_one_process_per_variant_when_asked(tmp_path, tiny_onnx):
     proc, report = run_benches(tmp_path, tiny_onnx, "onnxruntime,openvino", "--processes=1")
     assert proc.returncode == 0, proc.stdout[-3000:]
-    rows = {r["backend"]: r for r in report["results"]}
+    rows = {r["variant"]: r for r in report["results"]}
     assert rows["openvino"]["context"]["timing_processes"] == 1
     assert rows["onnxruntime"]["context"]["timing_processes"] == 3  # the yardstick keeps its three
 
@@ -272,7 +272,7 @@ def test_benchmark_compare_reads_a_saved_run(tmp_path, tiny_onnx):
 def test_a_tvm_worker_never_imports_torch(tmp_path, tiny_onnx):
     """apache-tvm-ffi imports torch when it can; a TVM worker refuses, so its process holds TVM alone."""
     proc, report = run_benches(tmp_path, tiny_onnx, "onnxruntime,tvm", "--benchmark-disable")
-    rows = {r["backend"]: r for r in report.get("results", [])}
+    rows = {r["variant"]: r for r in report.get("results", [])}
     assert rows["tvm"]["context"]["runtimes_in_process"] == ["tvm"], proc.stdout[-3000:]
 
 

@@ -30,7 +30,7 @@ REORDER_PLUGINS = {
 def floor_versions() -> dict[str, str]:
     """The lowest pytest and pytest-benchmark that pyproject.toml admits (`name>=X`)."""
     text = (REPO / "pyproject.toml").read_text()
-    floors = dict(re.findall(r'^\s*"(pytest|pytest-benchmark)>=([\d.]+)"', text, flags=re.M))
+    floors = dict(re.findall(r'^\s*"(pytest|pytest-benchmark)>=([\d.]+)[",]', text, flags=re.M))
     assert set(floors) == {"pytest", "pytest-benchmark"}, floors
     return floors
 

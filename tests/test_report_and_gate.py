@@ -116,6 +116,7 @@ class YardstickSuite:
                         "gemm-onnxruntime": "ImportError: no onnxruntime"}
         seconds = {PEAK: 1e8 / 100e9, "gemm-numpy": GEMM_FLOPS / 50e9, "gemm-torch": GEMM_FLOPS / 75e9}
         self.rounds = {name: dict.fromkeys(range(8), per_call) for name, per_call in seconds.items()}
+        self.store = self.launcher = self.measurement = self  # the fake plays each of the session's parts
 
     def flops(self, model):
         return 1.8e9

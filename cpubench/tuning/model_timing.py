@@ -50,17 +50,15 @@ def time_in_workers(suite: Any, model: str, log_dir: Path, seconds: float = 2.0)
     tuning process. Built, timed, closed. `suite` is the run's SuiteSession."""
     import numpy as np
 
-    from ..backends import backend_module
     from ..precision import Variant
     from ..results import REFERENCE_BACKEND
     from ..schedule import interleave, paired_ratios
     from ..stats import median_interval
 
     variant = Variant("tvm-tuned")
-    worker, _ = suite.start_worker(model, variant.key, variant, backend_module(variant.backend),
-                                   tuning_log=str(log_dir), label="just-tuned")
+    worker, _ = suite.launcher.start_worker(model, variant.key, tuning_log=str(log_dir), label="just-tuned")
     try:
-        yardstick = suite.timing_runner(model, REFERENCE_BACKEND)
+        yardstick = suite.launcher.timing_runner(model, REFERENCE_BACKEND)
         schedule = interleave({variant.key: worker, REFERENCE_BACKEND: yardstick}, seconds_per_variant=seconds,
                               min_rounds=10, round_seconds=suite.settings.round_ms / 1e3, always=(REFERENCE_BACKEND,))
     finally:
