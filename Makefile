@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: bench test tune gate-update lint clean-cache
+.PHONY: bench test tune gate-update lint lock runtimes clean-cache
 
 # LiteRT, installed so that pip has nothing to report. No set of versions satisfies everything:
 # litert-torch 0.10.0 (the release for torch 2.14) needs litert-converter 0.5.*, which (like ai-edge-litert's
@@ -21,16 +21,24 @@ LITERT_NEEDS := 'ai-edge-litert==2.3.0' 'ai-edge-quantizer==0.10.*' 'litert-lm-b
 	lark 'immutabledict<4.2.2' 'ordered-set==4.1.0' 'typing-extensions>=4.14'
 LITERT_OVERRIDE := xdsl 0.28.0 has requirement typing-extensions<4.13,>=4.7, but you have typing-extensions
 
-$(VENV)/.installed: pyproject.toml
+# The lock: every package at the version the suite was measured and tested with (see constraints.txt).
+LOCK := constraints.txt
+PIP_VERSION := 26.3
+INSTALL := $(PY) -m pip install --quiet -c $(LOCK)
+
+# The stamp depends on everything that decides the install: a changed pin in any of them reinstalls.
+$(VENV)/.installed: pyproject.toml Makefile $(LOCK)
+	@rm -f $@
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,backends,models]'
-	$(PY) -m pip install --quiet -e '.[executorch]' || echo "executorch could not be installed: its rows will be skipped"
-	$(PY) -m pip install --quiet $(LITERT_NEEDS) && $(PY) -m pip install --quiet --no-deps $(LITERT_NODEPS) \
+	$(PY) -m pip install --quiet 'pip==$(PIP_VERSION)'
+	$(INSTALL) -e '.[dev,backends,models]'
+	$(INSTALL) -e '.[executorch]' || echo "executorch could not be installed: its rows will be skipped"
+	$(INSTALL) $(LITERT_NEEDS) && $(INSTALL) --no-deps $(LITERT_NODEPS) \
 		|| echo "litert could not be installed: its rows will be skipped"
 	@$(PY) -m pip check | grep -v -e '^$(LITERT_OVERRIDE) ' -e '^No broken requirements found' \
 		&& { echo "pip check found the conflicts above (only xdsl's typing-extensions cap is expected)"; exit 1; } \
-		|| echo "pip check: consistent, except xdsl 0.28.0's cap typing-extensions<4.13, overridden on purpose (Makefile)"
+		|| echo "pip check: no conflict except xdsl 0.28.0's cap typing-extensions<4.13, overridden on purpose (Makefile)"
+	@$(PY) -m cpubench.runtimes
 	touch $@
 
 bench: $(VENV)/.installed  ## the comparison over every installed backend, report in results/
@@ -45,6 +53,12 @@ tune: $(VENV)/.installed  ## tune TVM for this CPU, warm-started from the neares
 
 gate-update: $(VENV)/.installed  ## store this machine's ratios as the expected ones
 	$(PY) -m pytest benches/ --gate-update $(PYTEST_ARGS)
+
+runtimes: $(VENV)/.installed  ## which runtimes import here; `make runtimes REQUIRE=all` fails if any is missing
+	$(PY) -m cpubench.runtimes $(if $(REQUIRE),--require $(REQUIRE))
+
+lock: $(VENV)/.installed  ## write constraints.txt from the installed environment (after changing a version on purpose)
+	{ sed -n '/^#/p' $(LOCK); $(PY) -m pip freeze --exclude-editable; } > $(LOCK).new && mv $(LOCK).new $(LOCK)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -29,6 +29,7 @@ from typing import Any
 
 from .errors import UsageError
 from .results import REFERENCE_BACKEND, BenchRow, Ratio
+from .schedule import paired
 
 FORMAT = 2
 # A band's half-width: its spread times (MARGIN_PER_SPREAD + MARGIN_PER_SPREAD / runs), within [MIN_MARGIN,
@@ -357,12 +358,11 @@ def run_gate(model: str, rows: list[BenchRow], expectations: Expectations, selec
             outcome.unchecked.append(f"{model}-{variant} not checked (no band for it)")
             continue
         row = timed[variant]
-        paired = [row.rounds[r] / reference.rounds[r] for r in sorted(row.rounds)
-                  if reference is not None and r in reference.rounds and reference.rounds[r] > 0]
-        if not paired:
+        ratios = list(paired(row.rounds, reference.rounds).values()) if reference is not None else []
+        if not ratios:
             outcome.unchecked.append(f"{model}-{variant} not checked (no round paired with {REFERENCE_BACKEND}'s)")
             continue
-        pairs[variant] = paired
+        pairs[variant] = ratios
     floor_shares = list(floor_shares)
 
     def interval(values: list[float]) -> Ratio:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .schedule import paired
 from .stats import median_interval
 
 SPEEDUP_BASELINE = "torch"  # speed-up column: the blog post compared everything to PyTorch
@@ -60,12 +61,11 @@ class Ratio:
 def ratio_of(numerator: BenchRow, denominator: BenchRow) -> Ratio | None:
     if not numerator.timing or not denominator.timing:
         return None
-    paired = [r for r in sorted(numerator.rounds) if r in denominator.rounds and denominator.rounds[r] > 0]
-    pairs = [numerator.rounds[r] / denominator.rounds[r] for r in paired]
+    pairs = paired(numerator.rounds, denominator.rounds)
     if pairs:
         # Grouped by the pair of processes that ran the two rounds: the interval covers the spread between them.
-        groups = [(numerator.processes.get(r, 0), denominator.processes.get(r, 0)) for r in paired]
-        return Ratio(*median_interval(pairs, groups=groups), pairs=len(pairs))
+        groups = [(numerator.processes.get(r, 0), denominator.processes.get(r, 0)) for r in pairs]
+        return Ratio(*median_interval(list(pairs.values()), groups=groups), pairs=len(pairs))
     value = numerator.timing["median"] / denominator.timing["median"]
     return Ratio(value, value, value, 0)
 

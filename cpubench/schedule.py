@@ -159,10 +159,15 @@ def interleave(workers: dict[Any, RoundRunner], *, seconds_per_variant: float, m
     return Schedule(rounds, total, round_seconds, time.perf_counter() - started, order_log)
 
 
+def paired(numerator: dict[int, float], denominator: dict[int, float]) -> dict[int, float]:
+    """numerator / denominator per rotation both took part in (rotation -> ratio): ratios of neighbours in time. The
+    one place rounds are paired: ratios (results.py), peak shares (yardstick.py) and the tuner's ratio use it."""
+    return {r: numerator[r] / denominator[r] for r in sorted(numerator) if r in denominator and denominator[r] > 0}
+
+
 def paired_ratios(numerator: VariantRounds, denominator: VariantRounds) -> list[float]:
-    """numerator / denominator, per rotation both took part in: ratios of neighbours in time."""
-    a, b = numerator.round_means, denominator.round_means
-    return [a[r] / b[r] for r in sorted(a) if r in b and b[r] > 0]
+    """`paired` on two variants' round means, as a list."""
+    return list(paired(numerator.round_means, denominator.round_means).values())
 
 
 def boundary_cost(workers: dict[Any, RoundRunner], failures: tuple[type[BaseException], ...],

@@ -243,10 +243,11 @@ def peak_share(variant_rounds: dict[int, float], peak_rounds: dict[int, float], 
     the same rotation), then the median with its interval: a Ratio, 1.0 meaning every cycle of every core did its
     widest multiply-adds for the model."""
     from .results import Ratio
+    from .schedule import paired
     from .stats import median_interval
 
-    shares = [model_flops / peak_flops * peak_rounds[r] / seconds for r, seconds in sorted(variant_rounds.items())
-              if r in peak_rounds and seconds > 0]
+    # the variant's round over the peak kernel's round of the same rotation: how many peak calls one call costs
+    shares = [model_flops / peak_flops / ratio for ratio in paired(variant_rounds, peak_rounds).values() if ratio > 0]
     if not shares:
         return None
     return Ratio(*median_interval(shares), pairs=len(shares))

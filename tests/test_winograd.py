@@ -84,3 +84,40 @@ def test_log_lowering_reads_the_metadata(tmp_path):
     meta.write_text("{not json")
     with pytest.raises(UsageError, match=f"{meta} is corrupt"):
         tv.log_lowering(tmp_path)
+
+
+def test_one_winograd_tasks_design_space_builds_runs_and_matches_torch():
+    """The tuner's Winograd path, cheaply: MetaSchedule extracts the Winograd task, generates its design space with
+    the transforms' schedule rules (register_schedule_rules), and every design-space schedule, applied to the model
+    through a database as a stored log would be, compiles, runs and gives torch's answer."""
+    import tvm
+    from tvm import relax
+    from tvm.s_tir import meta_schedule as ms
+
+    from cpubench.tuning.search import extract
+
+    torch.manual_seed(0)
+    model = BuiltModel("three-convs", ThreeConvs().eval(), "seeded", "three-convs-seed0", SHAPE)
+    target = tv.host_target(1)
+    winograd.register_schedule_rules()
+    lowered = tv.lower_for_tuning(tv.import_onnx(export_onnx(model), SHAPE), target, winograd.WINOGRAD)
+    task = next(t for t in extract(lowered, target) if "winograd" in t.task_name)
+    context = ms.TuneContext(mod=task.dispatched[0], target=target, space_generator="post-order-apply",
+                             task_name=task.task_name, num_threads=1, rand_state=0)
+    spaces = context.generate_design_space()
+    assert spaces, "no design space for the Winograd task"
+    traces = [str(space.trace) for space in spaces]
+    # the transforms' own rule ran: their loops are unrolled with the transform matrices inlined
+    assert all("unroll" in trace and "compute_inline" in trace for trace in traces), traces[0]
+    x = np.random.default_rng(1).standard_normal(SHAPE).astype("float32")
+    expected = model.module(torch.from_numpy(x)).detach().numpy()
+    for space in spaces:
+        database = ms.database.MemoryDatabase()
+        workload = database.commit_workload(task.dispatched[0])
+        database.commit_tuning_record(ms.database.TuningRecord(space.trace, workload, run_secs=[1e-3],
+                                                               target=target))
+        applied, coverage = tv.apply_database(lowered, target, database)
+        assert task.task_name not in coverage.missing
+        vm = relax.VirtualMachine(tvm.compile(tv.finish_tuned(applied, target), target=target), tvm.cpu())
+        got = tv.to_numpy(vm["main"](tvm.runtime.tensor(x)))
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
