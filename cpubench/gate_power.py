@@ -84,7 +84,7 @@ def measure_power(suite: Any, model: str, data: dict[str, Any], replicates: int,
 def _replicates(suite: Any, model: str, data: dict[str, Any], replicates: int, variants: list[str],
                 conditions: list[tuple[str, float]], rng: random.Random, outcomes: dict[str, dict[str, Any]],
                 started: float, log: Any) -> None:
-    from .gate import judge
+    from .gate_judge import judge
 
     for replicate in range(replicates):
         order = conditions[:]

@@ -48,8 +48,8 @@ class SuiteSession:
         return "built", ""
 
     def judge(self, model: str, data: dict[str, Any]) -> tuple[Any, str]:
-        """The regression gate on `model` (gate.judge)."""
-        from .gate import judge
+        """The regression gate on `model` (gate_judge.judge)."""
+        from .gate_judge import judge
 
         return judge(self, model, data)
 

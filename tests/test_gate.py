@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from cpubench import gate
+from cpubench import gate, gate_judge
 from cpubench.errors import UsageError
 from cpubench.gate import Band, Expectations
 from cpubench.results import REFERENCE_BACKEND, BenchRow
@@ -621,7 +621,7 @@ def this_machine(monkeypatch):
 @pytest.mark.parametrize(("more", "failed"), [(around(1.0, 30), []), (around(1.5, 30), [("torch", "ratio", 2)])])
 def test_judge_times_undecided_variants_again_beside_onnxruntime_and_the_peak(this_machine, more, failed):
     suite = FakeSuite([1.0, 1.2] * 5, more)  # median 1.1: straddles the top, 1.08
-    outcome, note = gate.judge(suite, "resnet18", this_machine)
+    outcome, note = gate_judge.judge(suite, "resnet18", this_machine)
     assert suite.asked == [("resnet18", ["onnxruntime", "torch"], gate.EXTENSION_SECONDS)]
     assert [(f.variant, f.kind, f.looks) for f in outcome.failures] == failed
     assert note == "bands for madeup-2t-b1: own"
