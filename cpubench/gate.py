@@ -1,4 +1,6 @@
-"""Regression gate on what one run measured in interleaved rounds, decided sequentially from measured bands.
+"""The regression gate's expectations: each machine's stored runs (benches/ratios.json) and the bands made from them,
+widened where the machine, thread count or CPU differs. gate_decision.py holds a run's rows to them; gate_judge.py
+runs that on a session.
 
 What is held:
 - every variant's ratio to ONNX Runtime (paired per rotation) below its band's top; far below its band's bottom is
@@ -7,11 +9,8 @@ What is held:
   test can slow: ONNX Runtime made slower from outside fails here, while every ratio would only drop;
 - no float32 variant above the physical peak (allowing for the multiplications a Winograd build saves).
 
-How it decides (a sequential test, as MLPerf's early stopping): a variant passes when its interval lies inside the
-band, fails when it lies outside; when the interval straddles the band's edge (or lies outside on the first look),
-its rounds and ONNX Runtime's are timed again in interleaved rotations and pooled with what was measured, up to a
-cap; at the cap the median decides. Bands come from measured run-to-run spread (`--gate-update` keeps the last
-runs per variant), widened where the machine, thread count or CPU differs from where they were measured.
+How it decides: gate_decision.py. Bands come from measured run-to-run spread (`--gate-update` keeps the last runs
+per variant), widened where the machine, thread count or CPU differs from where they were measured.
 
 benches/ratios.json holds the bands per machine (`<llvm cpu>-<threads>t-b<batch>`); the README states the
 contract and docs/gate_power.json the measured detection and false-alarm counts.
@@ -23,13 +22,12 @@ import json
 import math
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
-from .results import REFERENCE_BACKEND, BenchRow, Ratio
-from .schedule import paired
+from .results import REFERENCE_BACKEND, BenchRow
 
 FORMAT = 2
 # A band's half-width: its spread times (MARGIN_PER_SPREAD + MARGIN_PER_SPREAD / runs), within [MIN_MARGIN,
@@ -64,12 +62,6 @@ INT8_BOUND = 1.0
 # Below MIN_FLOOR_GFLOP a forward pass is too small for a FLOP floor (its time is call overhead): said, not checked.
 GENERIC_PEAK_SHARE_FLOOR = 0.02
 MIN_FLOOR_GFLOP = 0.1
-# float32 above the physical peak did less arithmetic than the model asks for; measured peaks stay within a few
-# percent of the nominal one, so the whole interval must be above it.
-IMPLAUSIBLE_PEAK_SHARE = 1.0
-# The sequential test: at most EXTENSIONS more looks of EXTENSION_SECONDS of rounds per variant each.
-EXTENSIONS = 3
-EXTENSION_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -256,176 +248,6 @@ def expectations_for(data: dict[str, Any], key: str, model: str, variants: tuple
         else:
             floor = Band(GENERIC_PEAK_SHARE_FLOOR, 0.0, "generic floor for a model no machine stored")
     return Expectations(bands, floor, note, frozenset(v for v, b in bands.items() if b.origin == "own"))
-
-
-# --- the decision ----------------------------------------------------------------------------------------------
-
-
-PASS, FAIL, MORE = "pass", "fail", "more"
-
-
-def decide_ratio(interval: Ratio, band: Band, first_look: bool = False) -> str:
-    """Pass inside the band's top, fail above it; straddling (or outside on the first look) asks for more."""
-    if interval.high <= band.high:
-        return PASS
-    if interval.low > band.high and not first_look:
-        return FAIL
-    return MORE
-
-
-def decide_floor(interval: Ratio, band: Band, first_look: bool = False) -> str:
-    if interval.low >= band.low:
-        return PASS
-    if interval.high < band.low and not first_look:
-        return FAIL
-    return MORE
-
-
-def implausible_ceiling(row: BenchRow) -> float:
-    """The share of the peak above which a float32 row did less arithmetic than its model asks for: the peak, times
-    what a Winograd build saves on the model's eligible convolutions (flops.winograd_allowance)."""
-    from .winograd import WINOGRAD
-
-    allowance = row.context.get("winograd_allowance", 1.0) if row.context.get("tvm_lowering") == WINOGRAD else 1.0
-    return IMPLAUSIBLE_PEAK_SHARE * allowance
-
-
-@dataclass
-class Finding:
-    model: str
-    variant: str
-    kind: str  # "ratio", "floor", "implausible", "missing", "faster"
-    found: Ratio | None
-    band: Band | None
-    looks: int = 1
-    note: str = ""
-
-    def __str__(self) -> str:
-        where = f"{self.model}-{self.variant}"
-        looks = f" after {self.looks} looks" if self.looks > 1 else ""
-        if self.kind == "missing":
-            return f"{where}: no timing in this run ({self.note}), expected {self.band.describe()}"
-        if self.kind == "floor":
-            return (f"{where}: runs at {self.found.value:.0%} [{self.found.low:.0%}, {self.found.high:.0%}] of this "
-                    f"CPU's float32 peak{looks}, below its floor {self.band.low:.0%} (expected {self.band.expected:.0%}"
-                    f", {self.band.origin}): {REFERENCE_BACKEND} itself (or its export) is slower")
-        if self.kind == "implausible":
-            return (f"{where}: its median runs at {self.found.value:.0%} of this CPU's float32 peak (the peak "
-                    f"kernel's fastest rounds), implausible for float32 (at most {self.note}): it ran in lower "
-                    "precision or skipped work")
-        if self.kind == "faster":
-            return (f"{where}: {self.found}{looks} is faster than stored ({self.band.describe()}): update the bands? "
-                    "(`pytest benches/ --gate-update`)")
-        return (f"{where}: {self.found} {REFERENCE_BACKEND}{looks}, above its band {self.band.describe()}: "
-                "slower than stored")
-
-
-@dataclass
-class GateOutcome:
-    failures: list[Finding] = field(default_factory=list)
-    notices: list[Finding] = field(default_factory=list)  # faster than stored
-    checked: list[str] = field(default_factory=list)
-    unchecked: list[str] = field(default_factory=list)
-
-
-def run_gate(model: str, rows: list[BenchRow], expectations: Expectations, selected: tuple[str, ...],
-             excused: dict[str, str], floor_shares: list[float], retime: Any = None,
-             extensions: int = EXTENSIONS) -> GateOutcome:
-    """Judge one model's rows. `floor_shares`: ONNX Runtime's share of the peak per rotation. `retime(variants)`
-    times the undecided variants again with ONNX Runtime and the peak, interleaved, and returns their paired ratios
-    ({variant: [...]}) and ONNX Runtime's shares ({"peak_share": [...]}); with None, what was measured decides
-    (the median, as at the cap)."""
-    from .precision import Variant
-    from .stats import median_interval
-
-    outcome = GateOutcome()
-    timed = {r.variant: r for r in rows if r.timing}
-    reference = timed.get(REFERENCE_BACKEND)
-    pairs: dict[str, list[float]] = {}
-    for variant in selected:
-        if variant == REFERENCE_BACKEND:
-            continue
-        band = expectations.ratios.get(variant)
-        if variant not in timed:
-            if variant in excused:
-                outcome.unchecked.append(f"{model}-{variant} not checked ({excused[variant]})")
-            elif band is not None:
-                outcome.failures.append(Finding(model, variant, "missing", None, band, note="build failed or skipped"))
-            else:
-                outcome.unchecked.append(f"{model}-{variant} not checked (no timing and no band)")
-            continue
-        if band is None:
-            outcome.unchecked.append(f"{model}-{variant} not checked (no band for it)")
-            continue
-        row = timed[variant]
-        ratios = list(paired(row.rounds, reference.rounds).values()) if reference is not None else []
-        if not ratios:
-            outcome.unchecked.append(f"{model}-{variant} not checked (no round paired with {REFERENCE_BACKEND}'s)")
-            continue
-        pairs[variant] = ratios
-    floor_shares = list(floor_shares)
-
-    def interval(values: list[float]) -> Ratio:
-        return Ratio(*median_interval(values), pairs=len(values))
-
-    looks = 1
-    pending = dict.fromkeys(pairs)
-    floor_pending = expectations.floor is not None and bool(floor_shares)
-    while True:
-        undecided = []
-        for variant in [v for v, decided in pending.items() if decided is None]:  # each keeps its own looks
-            verdict = decide_ratio(interval(pairs[variant]), expectations.ratios[variant], first_look=looks == 1)
-            if verdict == MORE and (retime is None or looks > extensions):
-                verdict = FAIL if statistics.median(pairs[variant]) > expectations.ratios[variant].high else PASS
-            if verdict == MORE:
-                undecided.append(variant)
-            else:
-                pending[variant] = (verdict, looks)
-        floor_verdict = None
-        if floor_pending:
-            floor_verdict = decide_floor(interval(floor_shares), expectations.floor, first_look=looks == 1)
-            if floor_verdict == MORE and (retime is None or looks > extensions):
-                floor_verdict = FAIL if statistics.median(floor_shares) < expectations.floor.low else PASS
-        if not undecided and floor_verdict != MORE:
-            break
-        more = retime(undecided)
-        looks += 1
-        for variant in undecided:
-            pairs[variant] += more.get(variant, [])
-        floor_shares += more.get("peak_share", [])
-    for variant, (verdict, when) in ((v, pending[v]) for v in pairs):
-        found, band = interval(pairs[variant]), expectations.ratios[variant]
-        outcome.checked.append(f"{model}-{variant} {found} (≤ {band.high:.3g}x, {band.origin}"
-                               + (f", {when} looks" if when > 1 else "") + ")")
-        if verdict == FAIL:
-            outcome.failures.append(Finding(model, variant, "ratio", found, band, when))
-        elif found.high < band.low and band.origin == "own":  # borrowed bands are wide both ways: no notice
-            outcome.notices.append(Finding(model, variant, "faster", found, band, when))
-    if reference is not None:
-        if floor_pending:
-            found, band = interval(floor_shares), expectations.floor
-            outcome.checked.append(f"{model}-{REFERENCE_BACKEND} {found.value:.0%} [{found.low:.0%}, {found.high:.0%}]"
-                                   f" of the peak (≥ {band.low:.0%}, {band.origin})")
-            if floor_verdict == FAIL:
-                outcome.failures.append(Finding(model, REFERENCE_BACKEND, "floor", found, band, looks))
-            elif band.margin and found.low > band.high:
-                outcome.notices.append(Finding(model, REFERENCE_BACKEND, "faster", found, band, looks))
-        elif expectations.floor is None:
-            outcome.unchecked.append(f"{model}-{REFERENCE_BACKEND} floor not checked ({expectations.floor_note})")
-        else:
-            outcome.failures.append(Finding(model, REFERENCE_BACKEND, "missing", None, expectations.floor,
-                                            note="no share of the peak: the yardstick's peak kernel has no timing"))
-    for row in rows:
-        # Against the peak's fastest rounds (the machine's peak: another load only slows the kernel), the
-        # variant's median; rows measured before that key existed fall back on the paired interval's low end.
-        share = row.context.get("best_peak_share", row.context.get("peak_share_low"))
-        if share is None or Variant.parse(row.variant).precision != "fp32":
-            continue
-        ceiling = implausible_ceiling(row)
-        if share > ceiling:
-            found = Ratio(share, share, share, 0)
-            outcome.failures.append(Finding(model, row.variant, "implausible", found, None, note=f"{ceiling:.0%}"))
-    return outcome
 
 
 # --- storing ---------------------------------------------------------------------------------------------------

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .gate import EXTENSION_SECONDS, GateOutcome, expectations_for, machine_key, run_gate
+from .gate import expectations_for, machine_key
+from .gate_decision import EXTENSION_SECONDS, GateOutcome, run_gate
 from .results import REFERENCE_BACKEND
 from .schedule import paired, paired_ratios
 from .yardstick import PEAK

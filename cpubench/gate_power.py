@@ -2,7 +2,7 @@
 catches one variant made k times slower (detection), at CI's size (`make test`'s quick run).
 
 Every variant of a model is built once; then, for each replicate, every condition (unchanged; ONNX Runtime,
-OpenVINO, torch.compile each made 1.25x, 1.5x and 2x slower by doing that much more work per call: worker.py's
+OpenVINO, torch.compile each made 1.25x, 1.5x and 2x slower by doing that much more work per call: worker_process.py's
 slowdown) is timed afresh in interleaved rotations at the quick run's size and judged by the gate with this
 machine's stored bands, extensions included. Conditions run in a shuffled order within a replicate, so the
 machine's drift spreads over all of them. `pytest benches/ -m power` runs it (benches/test_gate_power.py).

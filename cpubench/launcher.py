@@ -105,7 +105,7 @@ class Launcher:
     def _launch(self, model_name: str, key: str, copy: int = 0, tuning_log: str | None = None,
                 label: str = "") -> tuple[Worker, BuildRequest]:
         """A worker process started (from the calling thread: the kernel ends a worker when the thread that started
-        it ends, see worker.die_with_parent) and the request that builds `key` in it."""
+        it ends, see worker_process.die_with_parent) and the request that builds `key` in it."""
         request = self.plan.request(model_name, key, tuning_log)
         spec = self.plan.worker_spec(model_name, key, copy, label)
         return Worker(spec.label, spec.reproduce, spec.log_path, env=spec.env, timeout=spec.timeout), request

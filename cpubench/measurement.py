@@ -71,9 +71,6 @@ class Measurement:
         if process.get("peak_reset"):
             process["peak_inference_mib"] = memory["peak_kib"] / 1024
 
-    def schedule(self, model: str) -> Schedule | None:
-        return self._schedules.get(model)
-
     def yardstick_rounds(self, model: str) -> dict[str, dict[int, float]]:
         """Each yardstick kernel's rounds in `model`'s timing: per rotation, seconds per call."""
         schedule = self._schedules.get(model)

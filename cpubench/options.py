@@ -142,9 +142,9 @@ def add_options(parser) -> None:
 
 
 def check_slowdown(settings: Settings) -> None:
-    """CPUBENCH_SLOWDOWN (fault injection, worker.py) must be well formed and name a selected variant, or a run meant
-    to prove the gate would silently slow nothing."""
-    from .worker import SLOWDOWN_VARIABLE, injected_slowdown
+    """CPUBENCH_SLOWDOWN (fault injection, worker_process.py) must be well formed and name a selected variant, or a
+    run meant to prove the gate would silently slow nothing."""
+    from .worker_process import SLOWDOWN_VARIABLE, injected_slowdown
 
     text = os.environ.get(SLOWDOWN_VARIABLE, "")
     injected_slowdown("", "", text)  # every entry's form

@@ -44,8 +44,6 @@ class RunPlan:
     def variant(self, key: str) -> Variant:
         """The variant a key names, if this run can build it here: an unknown backend is a UsageError, a precision
         this CPU lacks BackendUnavailable (a visible skip)."""
-        if key in KERNELS:
-            return Variant(key)
         variant = Variant.parse(key)
         if variant.backend not in BACKENDS:
             raise UsageError(f"--backends: unknown backend {variant.backend!r}")

@@ -207,7 +207,7 @@ def efficiency_context(suite: SuiteSession, model: str, rounds: dict[int, float]
         "peak_share_high": round(share.high, 4)}
     # The peak is a maximum: a load beside the run can only slow its rounds, and the peak kernel (two threads in
     # lockstep) more than most. The rate of its fastest tenth of rounds is the machine's; a float32 variant whose
-    # median outruns it did less arithmetic than the model asks for (gate.implausible_ceiling).
+    # median outruns it did less arithmetic than the model asks for (gate_decision.implausible_ceiling).
     from statistics import median
 
     fastest = float(np.percentile(list(timed[PEAK].values()), 10))

@@ -4,6 +4,7 @@ These tests fail when a pytest-benchmark release changes them, and check the opt
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -33,7 +34,7 @@ def test_handed_rounds_reach_pytest_benchmark_json(tmp_path):
     out = tmp_path / "run.json"
     result = subprocess.run([sys.executable, "-m", "pytest", "test_handed.py", "-p", "no:cacheprovider", "-W", "error",
                              f"--benchmark-json={out}"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                            env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
     assert result.returncode == 0, result.stdout + result.stderr
     assert "was not used" not in result.stdout + result.stderr
     bench = json.loads(out.read_text())["benchmarks"][0]

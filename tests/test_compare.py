@@ -12,15 +12,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from cpubench.compare import (
-    load_run,
-    main,
-    planned_rotations,
-    reference_ratio,
-    relative_artifact_path,
-    relative_artifact_paths,
-    rewrite_artifact_paths,
-)
+from cpubench.cache import relative_artifact_path
+from cpubench.compare import main, reference_ratio
+from cpubench.results_files import load_run, planned_rotations, relative_artifact_paths, rewrite_artifact_paths
 from cpubench.stats import median_interval
 
 REPO = Path(__file__).resolve().parent.parent

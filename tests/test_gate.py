@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from cpubench import gate, gate_judge
+from cpubench import gate, gate_decision, gate_judge
 from cpubench.errors import UsageError
 from cpubench.gate import Band, Expectations
 from cpubench.results import REFERENCE_BACKEND, BenchRow
@@ -60,11 +60,11 @@ class Retime:
 
 
 def judge_rows(rows, bands: dict[str, Band], retime=None, floor: Band | None = None, floor_shares=(),
-               excused=None, extensions: int = gate.EXTENSIONS,
-               selected: tuple[str, ...] | None = None) -> gate.GateOutcome:
-    """gate.run_gate on `rows` with these bands (every timed row selected unless said)."""
+               excused=None, extensions: int = gate_decision.EXTENSIONS,
+               selected: tuple[str, ...] | None = None) -> gate_decision.GateOutcome:
+    """gate_decision.run_gate on `rows` with these bands (every timed row selected unless said)."""
     selected = selected or tuple(dict.fromkeys(r.variant for r in rows))
-    return gate.run_gate(rows[0].model, rows, Expectations(bands, floor, "no floor in this test"), selected,
+    return gate_decision.run_gate(rows[0].model, rows, Expectations(bands, floor, "no floor in this test"), selected,
                          excused or {}, list(floor_shares), retime, extensions)
 
 
@@ -83,11 +83,11 @@ def test_gate_passes_on_stored_bands_and_names_a_2x_regression(tmp_path):
     variants = ("onnxruntime", "torch", "tvm", "tvm-tuned")
     expectations = bands_from(file, "cpu-2t-b1", variants)
     assert expectations.own == frozenset(variants[1:])
-    again = gate.run_gate("resnet18", rows_of("resnet18", measured), expectations, variants, {}, [])
+    again = gate_decision.run_gate("resnet18", rows_of("resnet18", measured), expectations, variants, {}, [])
     assert again.failures == [] and len(again.checked) == 3
     slower = rows_of("resnet18", {**measured, "tvm-tuned": around(3.0)})
     retime = Retime({"tvm-tuned": around(3.0)})
-    failures = gate.run_gate("resnet18", slower, expectations, variants, {}, [], retime).failures
+    failures = gate_decision.run_gate("resnet18", slower, expectations, variants, {}, [], retime).failures
     assert [(f.variant, f.kind) for f in failures] == [("tvm-tuned", "ratio")]
     assert str(failures[0]).startswith("resnet18-tvm-tuned: 3.00× [")
     assert "above its band [1.15, 1.95] (own, 1 runs): slower than stored" in str(failures[0])
@@ -205,9 +205,9 @@ def test_onnxruntime_slower_from_outside_fails_the_floor_while_every_ratio_drops
     gate.update(file, "znver5-2t-b1", usual, {"threads": 2, "vector_isa": "avx512"})
     data = gate.load_expected(file)
 
-    def judge(key: str, torch: float, share: float) -> gate.GateOutcome:
+    def judge(key: str, torch: float, share: float) -> gate_decision.GateOutcome:
         expectations = gate.expectations_for(data, key, "resnet18", ("onnxruntime", "torch"), "none", "avx512", 1.8)
-        return gate.run_gate("resnet18", rows_of("resnet18", {"torch": around(torch)}), expectations,
+        return gate_decision.run_gate("resnet18", rows_of("resnet18", {"torch": around(torch)}), expectations,
                              ("onnxruntime", "torch"), {}, around(share), Retime({"peak_share": around(share)}))
 
     assert judge("znver5-2t-b1", 2.0, 0.6).failures == []
@@ -234,8 +234,8 @@ def test_a_floor_without_a_measured_peak_fails():
 def test_a_model_too_small_for_a_flop_floor_says_why_it_is_unchecked():
     tiny = gate.expectations_for({}, "cpu-2t-b1", "tiny", ("onnxruntime", "torch"), "none", "avx2", model_gflop=0.05)
     assert tiny.floor is None and "50 MFLOP a forward pass: too small for a FLOP floor" in tiny.floor_note
-    outcome = gate.run_gate("tiny", rows_of("tiny", {"torch": around(2.0)}), tiny, ("onnxruntime", "torch"), {},
-                            [])
+    outcome = gate_decision.run_gate("tiny", rows_of("tiny", {"torch": around(2.0)}), tiny, ("onnxruntime", "torch"),
+                                     {}, [])
     assert outcome.failures == []
     assert any(line.startswith("tiny-onnxruntime floor not checked (50 MFLOP") for line in outcome.unchecked)
     uncounted = gate.expectations_for({}, "cpu-2t-b1", "tiny", ("onnxruntime",), "none", "avx2", model_gflop=None)
@@ -246,8 +246,8 @@ def test_a_model_no_machine_stored_gets_the_generic_floor():
     new = gate.expectations_for({}, "cpu-2t-b1", "mobilenet", ("onnxruntime",), "none", "avx2", model_gflop=0.6)
     assert new.floor.low == gate.GENERIC_PEAK_SHARE_FLOOR and new.floor.origin.startswith("generic floor")
     rows = rows_of("mobilenet", {})
-    assert gate.run_gate("mobilenet", rows, new, ("onnxruntime",), {}, around(0.3)).failures == []
-    collapsed = gate.run_gate("mobilenet", rows, new, ("onnxruntime",), {}, around(0.01))
+    assert gate_decision.run_gate("mobilenet", rows, new, ("onnxruntime",), {}, around(0.3)).failures == []
+    collapsed = gate_decision.run_gate("mobilenet", rows, new, ("onnxruntime",), {}, around(0.01))
     assert [(f.variant, f.kind) for f in collapsed.failures] == [(REFERENCE_BACKEND, "floor")]
 
 
@@ -370,7 +370,7 @@ def test_a_model_no_machine_knows_gets_default_bounds():
     bounds = gate.expectations_for({"machines": {}}, "rocketlake-2t-b1", "mobilenet",
                                    ("onnxruntime", "torch", "tvm-tuned"), "none", "avx2", None)
     assert bounds.ratios == {"torch": Band(8.0, 0.0, "default bound"), "tvm-tuned": Band(3.0, 0.0, "default bound")}
-    outcome = gate.run_gate("mobilenet", rows_of("mobilenet", {}), bounds, ("onnxruntime", "tvm-tuned"),
+    outcome = gate_decision.run_gate("mobilenet", rows_of("mobilenet", {}), bounds, ("onnxruntime", "tvm-tuned"),
                             {"tvm-tuned": "skipped: no tuning log fits"}, [])
     assert outcome.failures == [] and outcome.checked == []  # nothing compared: the gate test then fails
     assert outcome.unchecked == ["mobilenet-tvm-tuned not checked (skipped: no tuning log fits)",
@@ -415,10 +415,10 @@ def test_winograd_is_allowed_what_it_saves_and_no_more_and_direct_builds_nothing
         rows = rows_of("resnet18", {"tvm-tuned": around(0.5)},
                        {REFERENCE_BACKEND: shares(0.6), "tvm-tuned": shares(share, tvm_lowering=lowering, **allowance)})
         assert implausible(rows) == expected, (share, lowering)
-    assert gate.implausible_ceiling(rows[1]) == 1.0
+    assert gate_decision.implausible_ceiling(rows[1]) == 1.0
     winograd = BenchRow("m", "tvm-tuned", 1, None, {"tvm_lowering": "winograd", **allowance})
-    assert gate.implausible_ceiling(winograd) == 2.25
-    assert gate.implausible_ceiling(BenchRow("m", "tvm-tuned", 1, None, {"tvm_lowering": "winograd"})) == 1.0
+    assert gate_decision.implausible_ceiling(winograd) == 2.25
+    assert gate_decision.implausible_ceiling(BenchRow("m", "tvm-tuned", 1, None, {"tvm_lowering": "winograd"})) == 1.0
 
 
 # --- storing: what --gate-update merges --------------------------------------------------------------------------
@@ -622,7 +622,7 @@ def this_machine(monkeypatch):
 def test_judge_times_undecided_variants_again_beside_onnxruntime_and_the_peak(this_machine, more, failed):
     suite = FakeSuite([1.0, 1.2] * 5, more)  # median 1.1: straddles the top, 1.08
     outcome, note = gate_judge.judge(suite, "resnet18", this_machine)
-    assert suite.asked == [("resnet18", ["onnxruntime", "torch"], gate.EXTENSION_SECONDS)]
+    assert suite.asked == [("resnet18", ["onnxruntime", "torch"], gate_decision.EXTENSION_SECONDS)]
     assert [(f.variant, f.kind, f.looks) for f in outcome.failures] == failed
     assert note == "bands for madeup-2t-b1: own"
     assert any(line.startswith("resnet18-onnxruntime 50% [50%, 50%] of the peak (≥ 45%, own)")
@@ -633,7 +633,7 @@ def test_judge_times_undecided_variants_again_beside_onnxruntime_and_the_peak(th
 
 
 def test_slowdown_names_a_variant_or_a_model_variant():
-    from cpubench.worker import injected_slowdown
+    from cpubench.worker_process import injected_slowdown
 
     text = "onnxruntime=1.5, resnet18-openvino=2"
     assert injected_slowdown("resnet18", "onnxruntime", text) == 1.5
@@ -645,7 +645,7 @@ def test_slowdown_names_a_variant_or_a_model_variant():
 
 
 def test_slowdown_is_read_from_the_environment(monkeypatch):
-    from cpubench.worker import SLOWDOWN_VARIABLE, injected_slowdown
+    from cpubench.worker_process import SLOWDOWN_VARIABLE, injected_slowdown
 
     assert SLOWDOWN_VARIABLE == "CPUBENCH_SLOWDOWN"
     monkeypatch.setenv(SLOWDOWN_VARIABLE, "torch=1.25")
@@ -656,7 +656,7 @@ def test_slowdown_is_read_from_the_environment(monkeypatch):
 
 @pytest.mark.parametrize("text", ["onnxruntime", "onnxruntime=fast", "=2", "onnxruntime=0.5", "torch=2,openvino"])
 def test_a_malformed_slowdown_is_a_usage_error_naming_the_variable(text):
-    from cpubench.worker import injected_slowdown
+    from cpubench.worker_process import injected_slowdown
 
     with pytest.raises(UsageError, match="CPUBENCH_SLOWDOWN: expected VARIANT=FACTOR"):
         injected_slowdown("resnet18", "onnxruntime", text)
@@ -673,7 +673,7 @@ class CountingBackend:
 
 @pytest.mark.parametrize(("slowdown", "extra_per_call"), [(1.0, 0.0), (2.0, 1.0), (1.5, 0.5)])
 def test_a_slowed_variant_does_its_extra_work_inside_each_timed_call(slowdown, extra_per_call):
-    from cpubench.worker import _Variant
+    from cpubench.worker_process import _Variant
 
     variant = _Variant()
     variant.backend, variant.slowdown = CountingBackend(), slowdown

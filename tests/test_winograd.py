@@ -107,8 +107,9 @@ def test_one_winograd_tasks_design_space_builds_runs_and_matches_torch():
     spaces = context.generate_design_space()
     assert spaces, "no design space for the Winograd task"
     traces = [str(space.trace) for space in spaces]
-    # the transforms' own rule ran: their loops are unrolled with the transform matrices inlined
-    assert all("unroll" in trace and "compute_inline" in trace for trace in traces), traces[0]
+    # the transforms' own rule ran: their loops are unrolled (sch.unroll; MetaSchedule's default rules only annotate
+    # blocks with meta_schedule.unroll_explicit) with the transform matrices inlined
+    assert all("sch.unroll(" in trace and "compute_inline" in trace for trace in traces), traces[0]
     x = np.random.default_rng(1).standard_normal(SHAPE).astype("float32")
     expected = model.module(torch.from_numpy(x)).detach().numpy()
     for space in spaces:
