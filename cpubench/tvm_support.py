@@ -97,6 +97,35 @@ def clip_as_relax_op() -> Iterator[None]:
         onnx_frontend.Clip._impl_v13 = original
 
 
+def import_tensor_intrinsics(target: Any) -> None:
+    """Register the tensor intrinsics a CPU target's schedule rules may use (x86's VNNI and AMX dot products), before
+    MetaSchedule's TuneContext imports `tvm.s_tir.tensor_intrin`: that package registers every GPU's too, 26 s of
+    CPU in each process that tunes (cuda alone 15 s), none of which an x86 schedule can use. The package is made
+    importable without its __init__, and only x86's module is run. Any other target gets the whole package."""
+    import importlib
+    import importlib.util
+    import platform
+    import sys
+    import types
+
+    name = "tvm.s_tir.tensor_intrin"
+    triple = str(target.attrs.get("mtriple", "")) or platform.machine()  # no triple: code for this machine
+    if name in sys.modules or str(target.kind.name) != "llvm" or not triple.startswith(("x86_64", "AMD64")):
+        importlib.import_module(name)
+        return
+    spec = importlib.util.find_spec(name)
+    package = types.ModuleType(name, "Tensor intrinsics for x86 CPUs only (cpubench.tvm_support)")
+    package.__path__ = list(spec.submodule_search_locations)
+    package.__spec__ = spec
+    package.__package__ = name
+    sys.modules[name] = package
+    try:
+        importlib.import_module(f"{name}.x86")
+    except BaseException:
+        del sys.modules[name]
+        raise
+
+
 def import_onnx(onnx_path: Path, input_shape: tuple[int, ...], input_name: str = "input") -> Any:
     """Relax module from the ONNX file, weights bound as constants so that weight-only work folds away."""
     import onnx

@@ -30,6 +30,7 @@ def tiny_tuned(tmp_path_factory, tiny_onnx):
     lines: list[str] = []
     outcome = tune_model(model_name="tiny", relax_mod=tiny_relax(tiny_onnx), input_shape=TINY_SHAPE,
                          tuning_logs=logs, threads=1, budget=TuneBudget(trials=16, trials_per_task=4,
-                                                                        trials_per_iter=4, remeasure_top_k=2),
+                                                                        trials_per_iter=4, remeasure_top_k=2,
+                                                                        population=16),
                          emit=lines.append, seed=0, work_dir=logs.parent / "tiny-work")
     return outcome, lines

@@ -175,7 +175,8 @@ def test_warm_start_seeds_from_the_nearest_log_and_leaves_it_untouched(tiny_tune
     lines: list[str] = []
     warm = tune_model(model_name="tiny", relax_mod=tiny_relax(tiny_onnx), input_shape=TINY_SHAPE,
                       tuning_logs=logs, threads=1, work_dir=tmp_path / "work", seed=3, emit=lines.append,
-                      budget=TuneBudget(trials=8, trials_per_task=4, trials_per_iter=4, remeasure_top_k=1),
+                      budget=TuneBudget(trials=8, trials_per_task=4, trials_per_iter=4, remeasure_top_k=1,
+                                        population=16),
                       reference=lambda: ("fake-reference", 1.0))
     meta = warm.metadata
     assert meta["warm_start_from"] == source_key  # the nearest: same core count
@@ -209,7 +210,8 @@ def test_tune_target_stores_a_log_for_an_isa_level_that_this_cpu_then_prefers(ti
     shutil.copytree(outcome.log_dir, logs / "tiny" / other)
     tuned = tune_model(model_name="tiny", relax_mod=tiny_relax(tiny_onnx), input_shape=TINY_SHAPE,
                        tuning_logs=logs, threads=1, work_dir=tmp_path / "work", seed=5, emit=lambda line: None,
-                       budget=TuneBudget(trials=4, trials_per_task=4, trials_per_iter=4, remeasure_top_k=1),
+                       budget=TuneBudget(trials=4, trials_per_task=4, trials_per_iter=4, remeasure_top_k=1,
+                                         population=16),
                        tune_target=host.isa_level)
     meta = tuned.metadata
     assert tuned.log_dir.name == f"{host.isa_level}-1c" and meta["cpu"] == host.isa_level
@@ -265,7 +267,7 @@ from tiny import TINY_SHAPE, tiny_relax
 from cpubench.tuning import TuneBudget, tune_model
 tune_model(model_name="tiny", relax_mod=tiny_relax(Path({onnx!r})), input_shape=TINY_SHAPE,
            tuning_logs=Path({logs!r}), threads=1, work_dir=Path({work!r}), seed=1, warm_start=False,
-           budget=TuneBudget(trials={trials}, trials_per_task=64, trials_per_iter=4, remeasure_top_k=1),
+           budget=TuneBudget(trials={trials}, trials_per_task=64, trials_per_iter=4, remeasure_top_k=1, population=16),
            emit=lambda line: print(line, flush=True), lowering="direct")  # Winograd candidates build slower
 """
 
@@ -348,7 +350,8 @@ def test_tuning_through_rpc_tracker(tiny_onnx, tmp_path):
         lines: list[str] = []
         outcome = tune_model(model_name="tiny", relax_mod=tiny_relax(tiny_onnx), input_shape=TINY_SHAPE,
                              tuning_logs=tmp_path / "logs", threads=1, work_dir=tmp_path / "work", seed=2,
-                             budget=TuneBudget(trials=16, trials_per_task=4, trials_per_iter=4, remeasure_top_k=1),
+                             budget=TuneBudget(trials=16, trials_per_task=4, trials_per_iter=4, remeasure_top_k=1,
+                                               population=16),
                              rpc_tracker=("127.0.0.1", port), rpc_key="test-board", emit=lines.append,
                              lowering="direct")  # the RPC path is what is tested; direct candidates build faster
         meta = outcome.metadata

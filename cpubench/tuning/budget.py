@@ -28,9 +28,12 @@ class TuneBudget:
     trials_per_task: int = DEFAULT_TRIALS_PER_TASK
     trials_per_iter: int | None = None  # None: WARM_TRIALS_PER_ITER when warm-started, else TRIALS_PER_ITER
     remeasure_top_k: int = REMEASURE_TOP_K
+    # Evolutionary search's population per round. None: MetaSchedule's default (512) for a cold start, 64 for a
+    # warm one (search.WARM_POPULATION). A tiny model's handful of trials needs few: 16 halves a test's search time.
+    population: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("trials", "trials_per_task", "trials_per_iter", "remeasure_top_k"):
+        for name in ("trials", "trials_per_task", "trials_per_iter", "remeasure_top_k", "population"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise UsageError(f"tuning budget: {name} must be >= 1, got {value}")
@@ -40,4 +43,5 @@ class TuneBudget:
             trials=self.trials or (DEFAULT_WARM_TRIALS if warm else DEFAULT_TRIALS),
             trials_per_task=self.trials_per_task,
             trials_per_iter=self.trials_per_iter or (WARM_TRIALS_PER_ITER if warm else TRIALS_PER_ITER),
-            remeasure_top_k=self.remeasure_top_k)
+            remeasure_top_k=self.remeasure_top_k,
+            population=self.population)

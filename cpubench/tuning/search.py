@@ -21,6 +21,8 @@ WARM_POPULATION = dict(population_size=64, init_measured_ratio=0.5, init_min_unm
 def extract(lowered: Any, target: Any) -> list[Any]:
     from tvm.s_tir import meta_schedule as ms
 
+    tv.import_tensor_intrinsics(target)
+
     return [t for t in ms.relax_integration.extract_tasks(lowered, target)
             if not t.mod.attrs.get(tv.SCHEDULED_ATTR, False)]
 
@@ -38,7 +40,10 @@ def search(tasks: list[Any], target: Any, work_dir: Path, budget: TuneBudget, ru
     for handler in list(ms_logger.handlers):
         if handler.get_name() is None:
             ms_logger.removeHandler(handler)
-    strategy = ms.search_strategy.EvolutionarySearch(**WARM_POPULATION) if warm else "evolutionary"
+    if budget.population is not None:
+        strategy = ms.search_strategy.EvolutionarySearch(**{**WARM_POPULATION, "population_size": budget.population})
+    else:
+        strategy = ms.search_strategy.EvolutionarySearch(**WARM_POPULATION) if warm else "evolutionary"
     contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
         tasks, work_dir=str(work_dir), num_threads="physical", seed=seed, strategy=strategy)
     scheduler = ms.task_scheduler.TaskScheduler.create("gradient")
