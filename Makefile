@@ -24,13 +24,15 @@ LITERT_OVERRIDE := xdsl 0.28.0 has requirement typing-extensions<4.13,>=4.7, but
 # The lock: every package at the version the suite was measured and tested with (see constraints.txt).
 LOCK := constraints.txt
 PIP_VERSION := 26.3
-INSTALL := $(PY) -m pip install --quiet -c $(LOCK)
+# uv installs the locked set (downloads in parallel, unpacks from its cache); pip stays for `pip check`.
+UV_VERSION := 0.13.8
+INSTALL := $(VENV)/bin/uv pip install --quiet --python $(PY) -c $(LOCK)
 
 # The stamp depends on everything that decides the install: a changed pin in any of them reinstalls.
 $(VENV)/.installed: pyproject.toml Makefile $(LOCK)
 	@rm -f $@
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet 'pip==$(PIP_VERSION)'
+	$(PY) -m pip install --quiet 'pip==$(PIP_VERSION)' 'uv==$(UV_VERSION)'
 	$(INSTALL) -e '.[dev,backends,models]'
 	$(INSTALL) -e '.[executorch]' || echo "executorch could not be installed: its rows will be skipped"
 	$(INSTALL) $(LITERT_NEEDS) && $(INSTALL) --no-deps $(LITERT_NODEPS) \
