@@ -88,8 +88,19 @@ def stall_line(rows: list[BenchRow], resume_ms: float = 10.0) -> str | None:
             f"{late[0] / late[1]:.1%}")
 
 
+# A variant whose worker processes' medians differ by more than this is said so under the table.
+PROCESS_SPREAD_FLAG = 0.10
+# What is known of a backend whose speed differs from process to process (docs/design.md#pytorch-eager).
+PROCESS_SPREAD_NOTES = {
+    "torch": ": PyTorch eager's own, its speed changes between processes and over seconds within one, with the "
+             "allocator (glibc, jemalloc, tcmalloc), OpenMP's wait policy, oneDNN and the thread count alike "
+             "(docs/design.md#pytorch-eager)",
+}
+
+
 def speed_lines(rows: list[BenchRow]) -> list[str]:
-    """A line for each variant whose calls fall into two speeds, and what the table's per-call columns mean."""
+    """What the table's per-call columns mean, and a line for each variant whose calls fall into two speeds or whose
+    worker processes ran at different speeds (by more than PROCESS_SPREAD_FLAG)."""
     from .stats import STALL_FACTOR, TAIL_CALLS
 
     lines = [f"Per call: percentiles of single timed calls (* under {TAIL_CALLS} calls: p99 is then the slowest call "
@@ -100,6 +111,12 @@ def speed_lines(rows: list[BenchRow]) -> list[str]:
             speeds = ", ".join(f"{ms:.2f} ms {share:.0%}" for ms, share in modes)
             lines.append(f"- **{r.label} ({r.precision}) has two speeds: {speeds}**; its median "
                          f"({r.ms('median'):.2f} ms) mixes them and is no typical call")
+        medians = r.context.get("process_medians_ms") or []
+        if len(medians) > 1 and max(medians) / min(medians) - 1 > PROCESS_SPREAD_FLAG:
+            lines.append(f"- **{r.label} ({r.precision}) ran at different speeds in its worker processes: "
+                         f"{', '.join(f'{m:.2f}' for m in medians)} ms ({max(medians) / min(medians) - 1:.0%})**; "
+                         "its interval counts each process, but another run may draw other speeds"
+                         + PROCESS_SPREAD_NOTES.get(r.variant.removesuffix(f"-{r.precision}"), ""))
     return lines
 
 

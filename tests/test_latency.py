@@ -100,6 +100,21 @@ def test_the_report_shows_per_call_columns_two_speeds_and_where_stalls_fall():
     assert "just after the worker resumed: " in line and "later in rounds: " in line
 
 
+def test_processes_at_different_speeds_are_said_so_and_pytorch_eagers_known_cause_named():
+    def row(variant, precision, medians):
+        return BenchRow("m", variant, 1, percentile_stats([0.009] * 5, 1),
+                        {**context([[9.0] * 5 for _ in range(5)]), "precision": precision,
+                         "process_medians_ms": medians}, {r: 0.009 for r in range(5)})
+
+    lines = speed_lines([row("onnxruntime", "fp32", [9.0, 9.5, 9.2]), row("torch", "fp32", [13.49, 23.97]),
+                         row("torch-bf16", "bf16", [10.0, 12.0]), row("openvino", "fp32", [5.0, 6.0])])
+    flagged = [line for line in lines if "ran at different speeds" in line]
+    assert len(flagged) == 3  # onnxruntime's 5.6% is within PROCESS_SPREAD_FLAG
+    assert "torch (fp32) ran at different speeds in its worker processes: 13.49, 23.97 ms (78%)" in flagged[0]
+    assert "PyTorch eager's own" in flagged[0] and "PyTorch eager's own" in flagged[1]
+    assert "PyTorch" not in flagged[2]
+
+
 def test_a_p99_from_few_calls_says_so():
     rows = [BenchRow("m", "onnxruntime", 1, percentile_stats([0.009] * 5, 1),
                      {**context([[9.0] * 5 for _ in range(5)]), "precision": "fp32"}, {r: 0.009 for r in range(5)})]
