@@ -370,3 +370,14 @@ def test_unreachable_tracker_is_a_clear_error(tiny_onnx, tmp_path):
                    tuning_logs=tmp_path / "logs", threads=1, work_dir=tmp_path / "work",
                    budget=TuneBudget(trials=4), rpc_tracker=("127.0.0.1", free_port()), rpc_key="nobody",
                    emit=lambda line: None)
+
+
+def test_a_tuning_process_registers_x86s_tensor_intrinsics_and_not_every_gpus():
+    """import_tensor_intrinsics: x86's intrinsics (VNNI dot products, which MetaSchedule's x86 rules use) are
+    registered, CUDA's (15 s of import) are not, and TuneContext then finds the package already imported."""
+    script = ("import sys\nfrom cpubench import tvm_support as tv\ntv.import_tensor_intrinsics(tv.host_target(1))\n"
+              "from tvm.s_tir import TensorIntrin\nassert TensorIntrin.get('dot_16x4_vnni') is not None\n"
+              "assert 'tvm.s_tir.tensor_intrin.cuda' not in sys.modules, 'the whole package was imported'\n"
+              "import tvm.s_tir.tensor_intrin\nassert 'tvm.s_tir.tensor_intrin.cuda' not in sys.modules\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
