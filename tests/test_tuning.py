@@ -381,3 +381,36 @@ def test_a_tuning_process_registers_x86s_tensor_intrinsics_and_not_every_gpus():
               "import tvm.s_tir.tensor_intrin\nassert 'tvm.s_tir.tensor_intrin.cuda' not in sys.modules\n")
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_the_build_pool_keeps_its_processes_and_restarts_one_that_timed_out():
+    """BuildPool: every call runs in one of the pool's processes, started once (MetaSchedule's LocalBuilder started
+    new ones for every round, each importing TVM); a job past its timeout ends its process, and the next job gets
+    a fresh one; a candidate that does not compile is a BuilderResult with the error, not an exception."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from cpubench.tuning.adapters import BuildPool
+
+    with BuildPool(processes=2) as pool:
+        pool.ready()
+        pids = {pool.call(os.getpid) for _ in range(6)}
+        assert len(pids) == 2 and os.getpid() not in pids
+        assert {pool.call(os.getpid) for _ in range(6)} == pids
+        with pytest.raises(TimeoutError):
+            pool.call(time.sleep, (30,), timeout_s=0.5)
+        after = {pool.call(os.getpid) for _ in range(6)}
+        assert len(after) == 2 and len(after & pids) == 1
+        result, = pool.build([ms.builder.BuilderInput(unbuildable_module(), tv.host_target(1))], 30)
+        assert result.artifact_path is None and "An exception occurred" in result.error_msg
+        assert "not passed in as API arguments" in result.error_msg
+
+
+def unbuildable_module():
+    """A TIR function that reads a variable it is not given: its build fails."""
+    import tvm
+    from tvm import tirx
+
+    free = tirx.Var("n", "int32")
+    out = tirx.decl_buffer((4,), "float32", name="out")
+    body = tirx.BufferStore(out, tirx.Cast("float32", free), [0])
+    return tvm.IRModule({"main": tirx.PrimFunc([out], body).with_attr("global_symbol", "main")})

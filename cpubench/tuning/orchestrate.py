@@ -18,7 +18,7 @@ from ..errors import UsageError
 from ..log_finder import cpu_profile, describe_profile
 from ..machine import cpu_model_name, tuning_profile
 from ..winograd import DIRECT
-from .adapters import CLEAN_EVALUATOR, SEARCH_EVALUATOR, make_runner
+from .adapters import CLEAN_EVALUATOR, SEARCH_EVALUATOR, BuildPool, make_runner
 from .budget import TuneBudget
 from .model_timing import measure_model_ms
 from .progress import ProgressReporter, fmt_duration
@@ -85,33 +85,40 @@ def tune_model(
         shutil.rmtree(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
 
-    lowered = tv.lower_for_tuning(relax_mod, target, lowering)
-    tasks = extract(lowered, target)
-    search_runner = make_runner(rpc_tracker, rpc_key, ms.runner.EvaluatorConfig(**SEARCH_EVALUATOR))
+    # One runner and one pool of builder processes for the whole run (each process imports TVM once: see
+    # BuildPool). The runner first: an unreachable tracker stops the run before anything starts. The builders
+    # start while the model is lowered and its tasks extracted.
+    runner = make_runner(rpc_tracker, rpc_key, ms.runner.EvaluatorConfig(**SEARCH_EVALUATOR))
+    builds = BuildPool()
+    try:
+        lowered = tv.lower_for_tuning(relax_mod, target, lowering)
+        tasks = extract(lowered, target)
 
-    warm = resume_or_seed(tasks, target, model_name, input_shape, tuning_logs, threads, work_dir, warm_start,
-                          warm_start_log, search_runner, emit, profile)
-    budget = budget.resolved(warm is not None)
-    already = count_records(work_dir) - (warm.seeds if warm else 0)
-    planned = max(0, budget.trials - already)
-    searched = tasks_worth_searching(tasks, warm) if warm else tasks
-    emit(f"[tune {model_name}] target {target} -> {destination}; {len(tasks)} tasks"
-         + (f", warm start from {', '.join(warm.sources)} ({warm.seeds} seeds re-timed here), searching the "
-            f"{len(searched)} where they cost the most time" if warm else ", cold start")
-         + f"; {already} candidates already measured in {work_dir}, {planned} to go")
+        warm = resume_or_seed(tasks, target, model_name, input_shape, tuning_logs, threads, work_dir, warm_start,
+                              warm_start_log, builds, runner, emit, profile)
+        budget = budget.resolved(warm is not None)
+        already = count_records(work_dir) - (warm.seeds if warm else 0)
+        planned = max(0, budget.trials - already)
+        searched = tasks_worth_searching(tasks, warm) if warm else tasks
+        emit(f"[tune {model_name}] target {target} -> {destination}; {len(tasks)} tasks"
+             + (f", warm start from {', '.join(warm.sources)} ({warm.seeds} seeds re-timed here), searching the "
+                f"{len(searched)} where they cost the most time" if warm else ", cold start")
+             + f"; {already} candidates already measured in {work_dir}, {planned} to go")
 
-    reporter = ProgressReporter(model_name, planned, emit, started=started_monotonic)
-    for task in tasks:
-        us = warm.seed_us.get(task.task_name) if warm else None
-        reporter.seed(task.task_name, float(task.weight), us / 1e6 if us is not None else None, len(tasks))
-    reporter.checkpoint()
-    if planned > 0:
-        search(searched, target, work_dir, budget, search_runner, reporter, seed=seed, warm=warm is not None)
-    search_seconds = time.time() - started
+        reporter = ProgressReporter(model_name, planned, emit, started=started_monotonic)
+        for task in tasks:
+            us = warm.seed_us.get(task.task_name) if warm else None
+            reporter.seed(task.task_name, float(task.weight), us / 1e6 if us is not None else None, len(tasks))
+        reporter.checkpoint()
+        if planned > 0:
+            search(searched, target, work_dir, budget, builds, runner, reporter, seed=seed, warm=warm is not None)
+        search_seconds = time.time() - started
 
-    clean_runner = make_runner(rpc_tracker, rpc_key, ms.runner.EvaluatorConfig(**CLEAN_EVALUATOR))
-    clean_db, per_task = remeasure(tasks, target, ms.database.JSONDatabase(work_dir=str(work_dir)),
-                                   budget.remeasure_top_k, clean_runner, emit)
+        runner.evaluator_config = ms.runner.EvaluatorConfig(**CLEAN_EVALUATOR)  # the same runner process
+        clean_db, per_task = remeasure(tasks, target, ms.database.JSONDatabase(work_dir=str(work_dir)),
+                                       budget.remeasure_top_k, builds, runner, emit)
+    finally:
+        builds.close()
     staging = destination.with_name(f".{key}.staging-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)

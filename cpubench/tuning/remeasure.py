@@ -9,10 +9,12 @@ import shutil
 from collections.abc import Callable
 from typing import Any
 
-from .adapters import make_builder
+from .adapters import BuildPool
+
+FINALIST_BUILD_TIMEOUT_S = 60.0  # finalists built once already; a busy machine must not drop one
 
 
-def remeasure(tasks: list[Any], target: Any, source_db: Any, top_k: int, runner: Any,
+def remeasure(tasks: list[Any], target: Any, source_db: Any, top_k: int, builds: BuildPool, runner: Any,
               emit: Callable[[str], None], label: str = "remeasure") -> tuple[Any, list[dict[str, Any]]]:
     """Re-time each task's best `top_k` candidates with nothing compiling beside them; keep the best of each.
 
@@ -22,9 +24,7 @@ def remeasure(tasks: list[Any], target: Any, source_db: Any, top_k: int, runner:
     from tvm.s_tir import meta_schedule as ms
 
     clean_db = ms.database.MemoryDatabase()
-    builder = make_builder(60)
-    # Every task's finalists in one build and one run: each builder or runner call starts its own worker processes
-    # (each imports TVM, seconds apart), so a call per task made a warm start spend minutes on start-ups alone.
+    # Every task's finalists in one build and one run: all builds end before anything is timed.
     finalists: list[tuple[Any, Any, list[Any]]] = []  # (task, its workload in clean_db, its top records)
     candidates = []
     for task in tasks:
@@ -32,7 +32,8 @@ def remeasure(tasks: list[Any], target: Any, source_db: Any, top_k: int, runner:
         records = source_db.get_top_k(source_db.commit_workload(mod), top_k)
         finalists.append((task, clean_db.commit_workload(mod), records))
         candidates += [(task, r, r.as_measure_candidate()) for r in records]
-    built = builder.build([ms.builder.BuilderInput(c.sch.mod, target) for _, _, c in candidates]) if candidates else []
+    built = builds.build([ms.builder.BuilderInput(c.sch.mod, target) for _, _, c in candidates],
+                         FINALIST_BUILD_TIMEOUT_S) if candidates else []
     inputs, kept = [], []
     for (task, record, cand), result in zip(candidates, built, strict=True):
         if result.error_msg is not None:

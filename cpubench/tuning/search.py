@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import tvm_support as tv
-from .adapters import BUILD_TIMEOUT_S, make_builder, measure_callbacks
+from .adapters import BUILD_TIMEOUT_S, BuildPool, make_builder, measure_callbacks
 from .budget import TuneBudget
 from .progress import ProgressReporter
 
@@ -27,7 +27,7 @@ def extract(lowered: Any, target: Any) -> list[Any]:
             if not t.mod.attrs.get(tv.SCHEDULED_ATTR, False)]
 
 
-def search(tasks: list[Any], target: Any, work_dir: Path, budget: TuneBudget, runner: Any,
+def search(tasks: list[Any], target: Any, work_dir: Path, budget: TuneBudget, builds: BuildPool, runner: Any,
            reporter: ProgressReporter, seed: int | None = None, warm: bool = False) -> None:
     """MetaSchedule's evolutionary search with an XGBoost cost model, records appended to work_dir."""
     from tvm.s_tir import meta_schedule as ms
@@ -47,7 +47,7 @@ def search(tasks: list[Any], target: Any, work_dir: Path, budget: TuneBudget, ru
     contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
         tasks, work_dir=str(work_dir), num_threads="physical", seed=seed, strategy=strategy)
     scheduler = ms.task_scheduler.TaskScheduler.create("gradient")
-    builder = make_builder(BUILD_TIMEOUT_S, reporter, scheduler)
+    builder = make_builder(builds, BUILD_TIMEOUT_S, reporter, scheduler)
     ms.tune.tune_tasks(
         tasks=contexts, task_weights=weights, work_dir=str(work_dir),
         max_trials_global=reporter.planned, max_trials_per_task=budget.trials_per_task,

@@ -16,6 +16,7 @@ from .. import tvm_support as tv
 from ..errors import UsageError
 from ..log_finder import seed_logs
 from ..machine import CpuProfile
+from .adapters import BuildPool
 from .remeasure import remeasure
 from .storage import count_records
 
@@ -45,8 +46,8 @@ class WarmStart:
                    list(data.get("sources", [data["source"]])), dict(data.get("seed_from", {})))
 
 
-def plant_seeds(tasks: list[Any], target: Any, choices: list[Any], work_dir: Path, runner: Any,
-                emit: Callable[[str], None]) -> WarmStart:
+def plant_seeds(tasks: list[Any], target: Any, choices: list[Any], work_dir: Path, builds: BuildPool,
+                runner: Any, emit: Callable[[str], None]) -> WarmStart:
     """Re-time every compatible log's best record of each task on this CPU and commit them, with these timings,
     as the work folder's first records: MetaSchedule's evolutionary search draws its first population from the
     best records in the database, and compares new candidates with numbers measured here, not on the seeds' CPUs.
@@ -64,7 +65,8 @@ def plant_seeds(tasks: list[Any], target: Any, choices: list[Any], work_dir: Pat
             for name in tv.DB_FILES:
                 shutil.copyfile(choice.log.path / name, Path(scratch) / name)
             seed_db = ms.database.JSONDatabase(work_dir=scratch)
-            retimed, per_task = remeasure(tasks, target, seed_db, 1, runner, emit, label=f"seed {choice.log.key}")
+            retimed, per_task = remeasure(tasks, target, seed_db, 1, builds, runner, emit,
+                                          label=f"seed {choice.log.key}")
             retimed.dump_pruned(work_db)
         for result in per_task:
             us = result["best_us"]
@@ -102,7 +104,8 @@ def tasks_worth_searching(tasks: list[Any], warm: WarmStart, share: float = WARM
 
 def resume_or_seed(tasks: list[Any], target: Any, model_name: str, input_shape: tuple[int, ...],
                    tuning_logs: Path, threads: int, work_dir: Path, warm_start: bool, warm_start_log: str | None,
-                   runner: Any, emit: Callable[[str], None], profile: CpuProfile | None = None) -> WarmStart | None:
+                   builds: BuildPool, runner: Any, emit: Callable[[str], None],
+                   profile: CpuProfile | None = None) -> WarmStart | None:
     """A resumed run keeps how it started; a new one is seeded from the logs nearest to `profile` (the CPU the code
     is tuned for; default this one), if any."""
     marker = work_dir / WARM_START_FILE
@@ -122,4 +125,4 @@ def resume_or_seed(tasks: list[Any], target: Any, model_name: str, input_shape: 
         return None
     emit(f"[tune {model_name}] warm start from {', '.join(c.log.key for c in choices)} (nearest: "
          f"{choices[0].why}): re-timing their records here")
-    return plant_seeds(tasks, target, choices, work_dir, runner, emit)
+    return plant_seeds(tasks, target, choices, work_dir, builds, runner, emit)
