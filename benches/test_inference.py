@@ -7,7 +7,7 @@ from cpubench.plugin import build_variant, record_benchmark, timed_rounds
 
 
 def test_inference(benchmark, suite, model_name, variant, request):
-    built = build_variant(suite, model_name, variant, benchmark)  # built in its worker: nothing timed yet
+    built = build_variant(suite, model_name, variant, benchmark, request.config)  # in its worker: nothing timed yet
     benchmark.group = model_name
     rounds = timed_rounds(request.config, suite, benchmark, model_name, variant)
     record_benchmark(suite, benchmark, built, rounds)

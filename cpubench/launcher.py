@@ -5,7 +5,7 @@ of a variant for timing, starts the yardstick's kernels, and ends them all."""
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +60,36 @@ class Launcher:
         rather than retried for every test."""
         return remembered(self._built, (model, key), lambda: self._build_first(model, key), BUILD_FAILURES)
 
+    def build_all(self, wanted: list[tuple[str, str]], jobs: int) -> None:
+        """Build the first process of every (model, variant) in `wanted` not built yet, `jobs` at a time (--build-jobs;
+        nothing is timed meanwhile). With jobs > 1 each build's cold start and build time are measured beside
+        others', and the variant says so (`built_at_once`). Failures are remembered as `build` remembers them."""
+        todo = [pair for pair in dict.fromkeys(wanted) if pair not in self._built]
+        if jobs < 2 or len(todo) < 2:
+            return  # each is built alone when first asked
+        running: dict[Future, tuple[str, str]] = {}
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            while todo or running:
+                while todo and len(running) < jobs:
+                    model, key = pair = todo.pop(0)
+                    try:  # started from this thread (see _launch); built in a pool thread
+                        self.plan.variant(key)  # an unknown backend or a precision this CPU lacks starts nothing
+                        worker, request = self._launch(model, key)
+                    except BUILD_FAILURES as exc:
+                        self._built[pair] = exc
+                        continue
+                    running[pool.submit(self._build_first, model, key, (worker, request))] = pair
+                if not running:
+                    break
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    pair = running.pop(future)
+                    try:
+                        self._built[pair] = future.result()
+                        self._built[pair].process["built_at_once"] = jobs
+                    except BUILD_FAILURES as exc:
+                        self._built[pair] = exc
+
     def outcome(self, model: str, key: str) -> BuiltVariant | BaseException | None:
         """What `build` gave so far, without building: the variant, why it failed, or None if never asked."""
         return self._built.get((model, key))
@@ -68,9 +98,11 @@ class Launcher:
         """Why the variant's timing processes disagreed with its first, if they did."""
         return self._pool_failures.get((model, key))
 
-    def _build_first(self, model_name: str, key: str) -> BuiltVariant:
+    def _build_first(self, model_name: str, key: str,
+                     launched: tuple[Worker, BuildRequest] | None = None) -> BuiltVariant:
         variant = self.plan.variant(key)
-        worker, built = self.start_worker(model_name, key)
+        worker, request = launched or self._launch(model_name, key)
+        built = self._request_build(worker, request)
         cold_start = time.perf_counter() - worker.started_at
         logits = built["logits"]
         if logits.ndim != 2 or logits.shape[0] != self.settings.batch_size:
@@ -192,13 +224,19 @@ class Launcher:
 
     def start_yardstick(self, model_name: str) -> dict[str, Worker]:
         """The workers timing this CPU's float32 peak and each library's GEMM beside the models, started once for
-        the session; a kernel that cannot be built is left out (`yardstick_kernels` says why)."""
+        the session, STARTING_AT_ONCE at a time (nothing is timed meanwhile); a kernel that cannot be built is left
+        out (`yardstick_kernels` says why)."""
         if not self._kernels:
-            for name in KERNELS:
+            launched = [self._launch(model_name, name) for name in KERNELS]  # from this thread: see _launch
+
+            def build(worker: Worker, request: BuildRequest) -> tuple[Worker, dict[str, Any]] | BaseException:
                 try:
-                    self._kernels[name] = self.start_worker(model_name, name)
+                    return worker, self._request_build(worker, request)
                 except BUILD_FAILURES as exc:
-                    self._kernels[name] = exc
+                    return exc
+
+            with ThreadPoolExecutor(max_workers=STARTING_AT_ONCE) as pool:
+                self._kernels.update(zip(KERNELS, pool.map(lambda job: build(*job), launched), strict=True))
         return {name: value[0] for name, value in self._kernels.items() if isinstance(value, tuple)}
 
     def yardstick_kernels(self) -> dict[str, dict[str, Any] | str]:

@@ -36,6 +36,8 @@ class Measurement:
 
     def _measure_together(self, plan: dict[str, list[str]]) -> None:
         launcher, settings = self.launcher, self.settings
+        launcher.build_all([(model, variant) for model, variants in plan.items() for variant in variants],
+                           settings.build_jobs)
         workers: dict[tuple[str, str], Any] = {
             (model, variant): runner for model, variants in plan.items()
             for variant, runner in launcher.timing_runners(model, variants).items()}

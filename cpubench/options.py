@@ -128,6 +128,10 @@ def add_options(parser) -> None:
                          "percent from the next one's (memory and thread placement), so each variant's median pools "
                          "N of them; ONNX Runtime, which every ratio divides by, gets at least 3. A variant whose "
                          "call outlasts a few rounds (untuned TVM) keeps one; default: 2")
+    group.addoption("--build-jobs", type=positive_int, default=1, metavar="N",
+                    help="variants whose first worker process builds at the same time, before anything is timed: "
+                         "faster on a cold cache, but above 1 the cold-start and build columns are not measured "
+                         "alone (the report says so); `make test` uses 2; default: 1")
     group.addoption("--worker-timeout", type=positive_int, default=900, metavar="SECONDS",
                     help="a worker that gives no answer to one request (a build, a round) for this long is killed "
                          "and its variant fails; default: 900")
@@ -183,6 +187,7 @@ class Settings:
     tune_lowering: str = WINOGRAD
     worker_timeout: int = 900
     processes: int = 2
+    build_jobs: int = 1
     # pytest-benchmark's --benchmark-max-time and --benchmark-min-rounds: each variant's timed calls in seconds
     # (spread over the rotations), and its fewest rounds
     seconds_per_variant: float = 3.0
@@ -224,7 +229,7 @@ class Settings:
             rpc_tracker=opt("rpc_tracker"), rpc_key=opt("rpc_key"),
             gate_file=opt("gate_file"), gate_update=opt("gate_update"),
             round_ms=opt("round_ms"), worker_timeout=opt("worker_timeout"), tune_target=opt("tune_target"),
-            tune_lowering=opt("tune_lowering"), processes=opt("processes"),
+            tune_lowering=opt("tune_lowering"), processes=opt("processes"), build_jobs=opt("build_jobs"),
             seconds_per_variant=float(opt("benchmark_max_time", 3.0)), min_rounds=int(opt("benchmark_min_rounds", 5)),
         )
         if settings.weights is not None and not settings.weights.is_file():

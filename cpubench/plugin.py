@@ -141,10 +141,14 @@ def suite(request) -> SuiteSession:
     return suite_session(request.config)
 
 
-def build_variant(suite: SuiteSession, model: str, variant: str, benchmark=None) -> BuiltVariant:
-    """The built variant, or a visible skip (with the fix) or a clean failure naming the file at fault."""
+def build_variant(suite: SuiteSession, model: str, variant: str, benchmark=None, config=None) -> BuiltVariant:
+    """The built variant, or a visible skip (with the fix) or a clean failure naming the file at fault. With
+    --build-jobs above 1 (and the run's config), the first call builds every planned variant, that many at a time."""
     if benchmark is not None:
         benchmark_adapter.claim(benchmark)
+    if config is not None and suite.settings.build_jobs > 1:
+        planned = [(name, key) for name, keys in config.stash.get(PLAN_KEY, {}).items() for key in keys]
+        suite.launcher.build_all(planned, suite.settings.build_jobs)
     try:
         return suite.launcher.build(model, variant)
     except BackendUnavailable as exc:

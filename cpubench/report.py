@@ -208,6 +208,10 @@ def table_lines(rows: list[BenchRow]) -> list[str]:
                          f"| {_fmt(c.get('build_seconds'))} | {_mib(c.get('rss_after_build_mib'))} "
                          f"| {_mib(c.get('peak_build_mib'))} | {_mib(c.get('peak_inference_mib'))} "
                          f"| {'—' if size is None else f'{size / 1e6:.1f}'} |")
+        at_once = max((r.context.get("built_at_once") or 1 for r in ordered), default=1)
+        if at_once > 1:
+            lines += ["", f"Cold start and build were measured {at_once} variants at a time (--build-jobs {at_once}), "
+                          "not alone: they are longer than a build on an idle machine."]
         lines += [""] + speed_lines(ordered) + ["", verdict_line(rows, model), ""]
     return lines
 

@@ -170,7 +170,7 @@ def test_a_worker_ends_with_the_process_that_started_it_even_paused(tmp_path):
 def test_a_dying_worker_fails_its_variant_and_the_run_carries_on(tmp_path, tiny_onnx):
     json_out = tmp_path / "bench.json"
     proc, report = run_benches(tmp_path, tiny_onnx, "onnxruntime,crash-segv,crash-kill,crash-hang,crash-build,openvino",
-                               "--worker-timeout=5", f"--benchmark-json={json_out}", "-rA")
+                               "--worker-timeout=5", f"--benchmark-json={json_out}", "-rA", "--build-jobs=2")
     out = proc.stdout
     for variant, how in [("crash-segv", "died from SIGSEGV (signal 11) while timing round"),
                          ("crash-kill", "died from SIGKILL (signal 9) while timing round"),
@@ -196,6 +196,8 @@ def test_a_dying_worker_fails_its_variant_and_the_run_carries_on(tmp_path, tiny_
         assert context["worker_pid"] != os.getpid()
         assert 0 < context["cold_start_seconds"] < 60 and context["rss_after_build_mib"] > 10
         assert context["artifact_bytes"] == tiny_onnx.stat().st_size
+        assert context["built_at_once"] == 2  # --build-jobs=2: first processes built two at a time, and it says so
+    assert "measured 2 variants at a time (--build-jobs 2)" in (tmp_path / "results" / "report.md").read_text()
     # Each variant's rounds pooled two processes (--processes), the yardstick's three, each with its own pid.
     assert rows["openvino"]["context"]["timing_processes"] == 2
     assert rows["onnxruntime"]["context"]["timing_processes"] == 3

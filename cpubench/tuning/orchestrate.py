@@ -113,6 +113,9 @@ def tune_model(
         if planned > 0:
             search(searched, target, work_dir, budget, builds, runner, reporter, seed=seed, warm=warm is not None)
         search_seconds = time.time() - started
+        # candidates a minute from the run's start to the search's end (as the progress line shows it), not diluted
+        # by the re-measure and the model's timing after it
+        search_rate = reporter.rate_per_min
 
         runner.evaluator_config = ms.runner.EvaluatorConfig(**CLEAN_EVALUATOR)  # the same runner process
         clean_db, per_task = remeasure(tasks, target, ms.database.JSONDatabase(work_dir=str(work_dir)),
@@ -159,7 +162,7 @@ def tune_model(
             "trials": total_trials,
             "trials_this_run": reporter.done,
             "trials_per_task_max": budget.trials_per_task,
-            "trials_per_minute": round(reporter.rate_per_min, 1) if reporter.done else None,
+            "trials_per_minute": round(search_rate, 1) if reporter.done else None,
             "search_seconds": round(search_seconds),
             "total_seconds": round(time.time() - started),
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
