@@ -53,7 +53,7 @@ test: $(VENV)/.installed  ## the suite's own tests, then the quick benchmarks in
 	$(PY) -m pytest benches/ --benchmark-max-time=0.5 --benchmark-min-rounds=5 --precision fp32,bf16,int8 --build-jobs 2 \
 		$(PYTEST_ARGS)
 
-tune: $(VENV)/.installed  ## tune TVM for this CPU, warm-started from the nearest stored log (15-21 minutes a model on 2 cores)
+tune: $(VENV)/.installed  ## tune TVM for this CPU, warm-started from the nearest stored log (about 15 minutes a model on 2 cores)
 	$(PY) -m pytest benches/ -m tune $(PYTEST_ARGS)
 
 gate-update: $(VENV)/.installed  ## store this machine's ratios as the expected ones
