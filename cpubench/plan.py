@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .backends import BACKENDS, TORCH_FREE, BackendUnavailable, backend_module
+from .backends import BACKENDS, TORCH_FREE, BackendUnavailable, backend_module, check_declared_precision
 from .errors import UsageError
 from .images import make_batch
 from .model_store import ModelStore
@@ -50,6 +50,7 @@ class RunPlan:
         lacking = cpu_lacks(variant.precision)
         if lacking:
             raise BackendUnavailable(lacking)
+        check_declared_precision(variant.backend, variant.precision)  # no worker started for a path it never has
         return variant
 
     def module(self, key: str) -> str:

@@ -8,8 +8,10 @@ that every runtime the README promises is there.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 
 # runtime -> (modules its backend imports, the package that carries its version)
@@ -50,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [name for name in required if name not in RUNTIMES]
     if unknown:
         parser.error(f"--require: unknown runtime {', '.join(unknown)}; valid: {', '.join(RUNTIMES)}, all")
-    found = {name: probe(name) for name in RUNTIMES}
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # each probe is one process importing
+        found = dict(zip(RUNTIMES, pool.map(probe, RUNTIMES), strict=True))
     parts = [f"{name} {detail}" if ok else f"{name} MISSING ({detail})" for name, (ok, detail) in found.items()]
     print("runtimes: " + "; ".join(parts))
     missing = [name for name in required if not found[name][0]]

@@ -4,6 +4,7 @@ skip with the fix when their package is missing."""
 from __future__ import annotations
 
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -157,3 +158,31 @@ def test_executorch_runs_programs_without_importing_its_compiler():
               "from executorch.exir import to_edge_transform_and_lower\nprint('ok')\n")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
+def test_a_precision_a_backend_never_has_is_refused_before_any_runtime_is_imported():
+    """plan.variant refuses tvm-int8, onnxruntime-bf16, ... from the backend's declared precisions, so no worker is
+    started to say so; the message is the one the backend itself gives, and no runtime is imported to give it."""
+    script = """
+import sys
+from cpubench.backends import BACKENDS, BackendUnavailable, check_declared_precision, create_backend
+RUNTIMES = ("tvm", "onnxruntime", "openvino", "executorch", "ai_edge_litert")
+said = {}
+for name in BACKENDS:
+    for precision in ("fp32", "bf16", "int8"):
+        try:
+            check_declared_precision(name, precision)
+        except BackendUnavailable as exc:
+            said[(name, precision)] = str(exc)
+assert not [m for m in RUNTIMES if m in sys.modules], [m for m in RUNTIMES if m in sys.modules]
+assert ("tvm", "int8") in said and ("onnxruntime", "bf16") in said and ("torch-compile", "int8") not in said
+for name in BACKENDS:
+    for precision in ("fp32", "bf16", "int8"):
+        try:
+            create_backend(name, precision)
+            assert (name, precision) not in said, (name, precision)
+        except BackendUnavailable as exc:
+            assert said.get((name, precision)) == str(exc), (name, precision, str(exc))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]

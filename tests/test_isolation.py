@@ -273,9 +273,14 @@ def test_benchmark_compare_reads_a_saved_run(tmp_path, tiny_onnx):
 
 def test_a_tvm_worker_never_imports_torch(tmp_path, tiny_onnx):
     """apache-tvm-ffi imports torch when it can; a TVM worker refuses, so its process holds TVM alone."""
-    proc, report = run_benches(tmp_path, tiny_onnx, "onnxruntime,tvm", "--benchmark-disable")
+    proc, report = run_benches(tmp_path, tiny_onnx, "onnxruntime,tvm", "--benchmark-disable", "--precision=fp32,int8",
+                               "-rs")
     rows = {r["variant"]: r for r in report.get("results", [])}
     assert rows["tvm"]["context"]["runtimes_in_process"] == ["tvm"], proc.stdout[-3000:]
+    # tvm-int8, a path TVM never has, is skipped saying why, and no worker process was started to say it.
+    assert f"onnx:{tiny_onnx}-tvm-int8: tvm has no int8 path" in proc.stdout, proc.stdout[-3000:]
+    workers = [log.stem for log in (tmp_path / "results" / "workers").glob("*.log")]
+    assert [w for w in workers if w.endswith("-tvm")] and not [w for w in workers if w.endswith("-tvm-int8")], workers
 
 
 def test_a_gate_that_compared_nothing_fails(tmp_path, tiny_onnx):

@@ -155,9 +155,21 @@ def create_backend(name: str, precision: str = "fp32") -> Backend:
     return backend
 
 
-def check_precision(backend: Backend, precision: str) -> None:
-    """BackendUnavailable, with the fix, when `backend` has no `precision` path."""
+def check_precision(backend: Backend, precision: str, name: str | None = None) -> None:
+    """BackendUnavailable, with the fix, when `backend` (an instance, or its class with `name` given) has no
+    `precision` path."""
     if precision not in backend.precisions:
         why = getattr(backend, "precision_notes", {}).get(precision)
-        raise BackendUnavailable(f"{backend.name} has no {precision} path (it runs {', '.join(backend.precisions)})"
-                                 + (f": {why}" if why else "") + "; drop it from --precision or --backends")
+        raise BackendUnavailable(f"{name or backend.name} has no {precision} path (it runs "
+                                 f"{', '.join(backend.precisions)})" + (f": {why}" if why else "")
+                                 + "; drop it from --precision or --backends")
+
+
+def check_declared_precision(name: str, precision: str) -> None:
+    """check_precision on the class that backend `name`'s `create` is annotated to return, without calling it (that
+    may import the runtime): a precision the backend never has is refused before any worker starts. A backend whose
+    class cannot be read this way is left to its worker."""
+    module = importlib.import_module(backend_module(name))
+    declared = vars(module).get(getattr(getattr(module, "create", None), "__annotations__", {}).get("return", ""))
+    if isinstance(declared, type) and isinstance(getattr(declared, "precisions", None), tuple):
+        check_precision(declared, precision, name)
