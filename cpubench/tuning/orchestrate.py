@@ -9,6 +9,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,13 +87,18 @@ def tune_model(
     work_dir.mkdir(parents=True, exist_ok=True)
 
     # One runner and one pool of builder processes for the whole run (each process imports TVM once: see
-    # BuildPool). The runner first: an unreachable tracker stops the run before anything starts. The builders
-    # start while the model is lowered and its tasks extracted.
-    runner = make_runner(rpc_tracker, rpc_key, ms.runner.EvaluatorConfig(**SEARCH_EVALUATOR))
+    # BuildPool). An RPC runner first: an unreachable tracker stops the run before anything starts. The local
+    # runner's process and the builders start while the model is lowered and its tasks extracted.
+    config = ms.runner.EvaluatorConfig(**SEARCH_EVALUATOR)
+    runner = make_runner(rpc_tracker, rpc_key, config) if rpc_tracker else None
     builds = BuildPool()
     try:
-        lowered = tv.lower_for_tuning(relax_mod, target, lowering)
-        tasks = extract(lowered, target)
+        with ThreadPoolExecutor(max_workers=1) as starter:
+            local_runner = starter.submit(make_runner, None, None, config) if runner is None else None
+            lowered = tv.lower_for_tuning(relax_mod, target, lowering)
+            tasks = extract(lowered, target)
+            if local_runner is not None:
+                runner = local_runner.result()
 
         warm = resume_or_seed(tasks, target, model_name, input_shape, tuning_logs, threads, work_dir, warm_start,
                               warm_start_log, builds, runner, emit, profile)
