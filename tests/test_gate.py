@@ -701,3 +701,17 @@ def test_a_slowed_variant_does_its_extra_work_inside_each_timed_call(slowdown, e
     times = variant.round(0.002, 0.0)
     assert len(times) >= 1
     assert variant.backend.calls == len(times) + int(len(times) * extra_per_call)
+
+
+def test_a_variant_whose_processes_ran_far_apart_is_named_unchecked_not_failed():
+    """litert-int8 on the Zen 5, one CI run: its two processes at 4.80 and 2.22 ms. A slower build slows every process
+    alike (then the variant is judged, and fails); one slow process is its placement: named, not judged."""
+    bands = {"litert-int8": Band(0.957, 0.3, "own", 3), "openvino": Band(1.0, 0.1, "own", 5)}
+    split = judge_rows(rows_of("resnet18", {"litert-int8": around(1.34), "openvino": around(1.0)},
+                               {"litert-int8": {"process_medians_ms": [4.80, 2.22]}}), bands)
+    assert split.failures == []
+    assert any(line.startswith("resnet18-litert-int8 not checked (its worker processes ran at 4.80, 2.22 ms")
+               for line in split.unchecked), split.unchecked
+    together = judge_rows(rows_of("resnet18", {"litert-int8": around(1.34), "openvino": around(1.0)},
+                                  {"litert-int8": {"process_medians_ms": [4.80, 4.61]}}), bands)
+    assert [(f.variant, f.kind) for f in together.failures] == [("litert-int8", "ratio")]
