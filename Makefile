@@ -48,8 +48,11 @@ bench: $(VENV)/.installed  ## the comparison over every installed backend, repor
 
 # The quick benchmarks build variants two at a time (--build-jobs 2): their cold starts are not measured alone, and
 # the report says so.
+# The suite's own tests run two at a time (pytest-xdist, a test file per process: the tuning tests share one tiny
+# tuning run), except those marked `alone`, which run timed sessions of the suite and go after, one at a time.
 test: $(VENV)/.installed  ## the suite's own tests, then the quick benchmarks in every precision with the regression gate
-	$(PY) -m pytest tests/ --durations=15 $(PYTEST_ARGS)
+	$(PY) -m pytest tests/ -m "not alone" -n 2 --dist loadfile --durations=10 $(PYTEST_ARGS)
+	$(PY) -m pytest tests/ -m alone --durations=5 $(PYTEST_ARGS)
 	$(PY) -m pytest benches/ --benchmark-max-time=0.5 --benchmark-min-rounds=5 --precision fp32,bf16,int8 --build-jobs 2 \
 		$(PYTEST_ARGS)
 

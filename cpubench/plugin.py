@@ -36,13 +36,15 @@ def pytest_configure(config) -> None:
                                        "(opt-in: pytest -m stability)")
     config.addinivalue_line("markers", "power: the regression gate's detection and false-alarm counts "
                                        "(opt-in: pytest -m power)")
+    config.addinivalue_line("markers", "alone: a test that runs a timed session of the suite, whose verdicts depend on "
+                                       "timing: never beside another test (`make test` runs these after the rest)")
     config.addinivalue_line("markers", f"{VERDICT_MARKER}: reads what the session measured; runs after every "
                                        "benchmark, whatever order plugins chose")
     workers = getattr(config.option, "numprocesses", None)
-    if workers not in (None, 0, "0"):
+    if workers not in (None, 0, "0") and reaches_benchmarks(config):
         raise pytest.UsageError(f"-n {workers}: cpubench does not run in parallel (pytest-xdist): benchmarks on "
                                 "shared cores measure each other, and pytest-benchmark turns itself off; "
-                                "run without -n")
+                                "run benches/ without -n (the suite's own tests/ may take it)")
     config.stash[FINISHED_KEY] = set()
     try:
         benchmark_adapter.check_version()
@@ -50,6 +52,17 @@ def pytest_configure(config) -> None:
         config.stash[SETTINGS_KEY] = Settings.from_config(config)
     except UsageError as exc:
         raise pytest.UsageError(str(exc)) from None
+
+
+def reaches_benchmarks(config) -> bool:
+    """Whether the run's paths (pytest.ini's testpaths when none is given) reach benches/: a path inside it, or one
+    that holds it."""
+    benches = (config.rootpath / "benches").resolve()
+    for arg in config.args:
+        path = (config.invocation_params.dir / arg.split("::")[0]).resolve()
+        if path == benches or benches in path.parents or path in benches.parents:
+            return True
+    return False
 
 
 def settings_of(config) -> Settings:

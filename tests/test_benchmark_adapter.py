@@ -4,12 +4,12 @@ These tests fail when a pytest-benchmark release changes them, and check the opt
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from child import pytest_env
 
 from cpubench import benchmark_adapter
 from cpubench.errors import UsageError
@@ -34,7 +34,7 @@ def test_handed_rounds_reach_pytest_benchmark_json(tmp_path):
     out = tmp_path / "run.json"
     result = subprocess.run([sys.executable, "-m", "pytest", "test_handed.py", "-p", "no:cacheprovider", "-W", "error",
                              f"--benchmark-json={out}"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+                            env=pytest_env(PYTHONPATH=str(REPO)))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "was not used" not in result.stdout + result.stderr
     bench = json.loads(out.read_text())["benchmarks"][0]
@@ -91,7 +91,8 @@ def test_documented_options_pass(tokens):
 
 def test_refusal_reaches_the_user_in_one_line():
     result = subprocess.run([sys.executable, "-m", "pytest", "benches", "-p", "no:cacheprovider", "--collect-only",
-                             "--benchmark-warmup=on"], cwd=REPO, capture_output=True, text=True, timeout=300)
+                             "--benchmark-warmup=on"], cwd=REPO, capture_output=True, text=True, timeout=300,
+                            env=pytest_env())
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert "--benchmark-warmup: not supported: cpubench times interleaved rounds" in output

@@ -7,13 +7,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from child import pytest_env
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def run_pytest(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pytest", "benches", "-p", "no:cacheprovider", *args],
-                          cwd=REPO, capture_output=True, text=True, timeout=timeout)
+                          cwd=REPO, capture_output=True, text=True, timeout=timeout, env=pytest_env())
 
 
 @pytest.mark.parametrize(("option", "value", "expected"), [

@@ -12,6 +12,9 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+from child import pytest_env
+
 from cpubench.results import BenchRow, ratio_of
 from cpubench.schedule import ProcessRotation, VariantRounds, interleave, paired_ratios, plan_rotations
 from cpubench.stats import block_length, median_interval
@@ -123,7 +126,7 @@ def test_exit_descriptions_name_the_signal():
 
 def run_benches(tmp_path: Path, onnx_file: Path | list[Path], backends: str,
                 *extra: str) -> tuple[subprocess.CompletedProcess, dict]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
+    env = pytest_env(PYTHONPATH=os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]))
     results = tmp_path / "results"
     models = ",".join(f"onnx:{path}" for path in (onnx_file if isinstance(onnx_file, list) else [onnx_file]))
     cmd = [sys.executable, "-m", "pytest", str(REPO / "benches"), "-p", "plugins.crash_plugin", "-p", "no:randomly",
@@ -167,6 +170,7 @@ def test_a_worker_ends_with_the_process_that_started_it_even_paused(tmp_path):
         raise AssertionError(f"worker {pid} outlived its parent")
 
 
+@pytest.mark.alone
 def test_a_dying_worker_fails_its_variant_and_the_run_carries_on(tmp_path, tiny_onnx):
     json_out = tmp_path / "bench.json"
     proc, report = run_benches(tmp_path, tiny_onnx, "onnxruntime,crash-segv,crash-kill,crash-hang,crash-build,openvino",
@@ -209,6 +213,7 @@ def test_a_dying_worker_fails_its_variant_and_the_run_carries_on(tmp_path, tiny_
     assert bench["openvino"]["extra_info"]["calls_per_round"]
 
 
+@pytest.mark.alone
 def test_every_model_of_a_run_is_timed_in_the_same_rotations(tmp_path, tiny_onnx):
     """Two models in one run share their rotations, so each model's rounds spread over the run's whole timing span
     rather than over its own half of it: the rounds of one model start between those of the other."""
@@ -236,6 +241,7 @@ def test_every_model_of_a_run_is_timed_in_the_same_rotations(tmp_path, tiny_onnx
     assert "(shared with" in (tmp_path / "results" / "report.md").read_text()
 
 
+@pytest.mark.alone
 def test_processes_of_one_variant_that_disagree_fail_it_and_the_run_carries_on(tmp_path, tiny_onnx):
     """A variant's second process must give its first's answer; one that does not fails that variant, naming it."""
     proc, report = run_benches(tmp_path, tiny_onnx, "onnxruntime,differs-per-process,openvino", "-rA",
@@ -252,6 +258,7 @@ def test_processes_of_one_variant_that_disagree_fail_it_and_the_run_carries_on(t
     assert rows["openvino"]["context"]["timing_processes"] == 3
 
 
+@pytest.mark.alone
 def test_one_process_per_variant_when_asked(tmp_path, tiny_onnx):
     proc, report = run_benches(tmp_path, tiny_onnx, "onnxruntime,openvino", "--processes=1")
     assert proc.returncode == 0, proc.stdout[-3000:]
@@ -260,6 +267,7 @@ def test_one_process_per_variant_when_asked(tmp_path, tiny_onnx):
     assert rows["onnxruntime"]["context"]["timing_processes"] == 3  # the yardstick keeps its three
 
 
+@pytest.mark.alone
 def test_benchmark_compare_reads_a_saved_run(tmp_path, tiny_onnx):
     storage = tmp_path / "storage"
     first, _ = run_benches(tmp_path, tiny_onnx, "onnxruntime,openvino", f"--benchmark-storage={storage}",
@@ -271,6 +279,7 @@ def test_benchmark_compare_reads_a_saved_run(tmp_path, tiny_onnx):
     assert "0001_" in second.stdout + second.stderr  # the saved run it compared against
 
 
+@pytest.mark.alone
 def test_a_tvm_worker_never_imports_torch(tmp_path, tiny_onnx):
     """apache-tvm-ffi imports torch when it can; a TVM worker refuses, so its process holds TVM alone."""
     proc, report = run_benches(tmp_path, tiny_onnx, "onnxruntime,tvm", "--benchmark-disable", "--precision=fp32,int8",
@@ -283,6 +292,7 @@ def test_a_tvm_worker_never_imports_torch(tmp_path, tiny_onnx):
     assert [w for w in workers if w.endswith("-tvm")] and not [w for w in workers if w.endswith("-tvm-int8")], workers
 
 
+@pytest.mark.alone
 def test_a_gate_that_compared_nothing_fails(tmp_path, tiny_onnx):
     """Only variants that cannot run on an ONNX file besides the yardstick: every one 'not checked', so the gate
     must fail, not pass."""

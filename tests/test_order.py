@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from child import pytest_env
 
 REPO = Path(__file__).resolve().parent.parent
 VERDICTS = ("test_ratio_gate", "test_same_top1", "test_logits_match_reference")
@@ -89,7 +90,7 @@ def emptied_logs(tmp_path_factory) -> Path:
 
 
 def run_pytest(*args: str, paths: tuple[Path, ...] = (), timeout: int = 900) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([*map(str, paths), os.environ.get("PYTHONPATH", "")])}
+    env = pytest_env(PYTHONPATH=os.pathsep.join([*map(str, paths), os.environ.get("PYTHONPATH", "")]))
     env.pop("PYTEST_ADDOPTS", None)
     return subprocess.run([sys.executable, "-m", "pytest", "benches", "-p", "no:cacheprovider", *args], cwd=REPO,
                           env=env, capture_output=True, text=True, timeout=timeout)
@@ -136,9 +137,19 @@ def test_parallel_runs_are_refused_in_one_line(reorder_site):
     assert "-n 2: cpubench does not run in parallel" in output and "Traceback" not in output
 
 
+def test_the_suites_own_tests_may_run_in_parallel():
+    """-n is refused for benches/ only: `make test` runs tests/ under pytest-xdist."""
+    result = subprocess.run([sys.executable, "-m", "pytest", "tests/test_inputs.py", "-p", "no:randomly", "-p",
+                             "no:cacheprovider", "-n", "2", "-q"], cwd=REPO, env=pytest_env(), capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "bringing up nodes" in result.stdout and " passed" in result.stdout, result.stdout
+
+
 QUICK = ("--models", "resnet18", "--benchmark-max-time=0.1", "--benchmark-min-rounds=3")
 
 
+@pytest.mark.alone
 def test_emptied_log_fails_the_gate_under_the_floor_pytest_in_reverse_order(plugin_dir, floor_site, emptied_logs,
                                                                            tmp_path):
     result = run_pytest(*QUICK, "--backends", "torch,onnxruntime,tvm-tuned", "--tuning-logs", str(emptied_logs),
@@ -151,6 +162,7 @@ def test_emptied_log_fails_the_gate_under_the_floor_pytest_in_reverse_order(plug
     assert "has no record for" in output  # the build names the functions without a record
 
 
+@pytest.mark.alone
 def test_emptied_log_fails_the_gate_under_pytest_randomly(reorder_site, emptied_logs, tmp_path):
     result = run_pytest(*QUICK, "--backends", "torch,onnxruntime,tvm-tuned", "--tuning-logs", str(emptied_logs),
                         "-p", "no:xdist", "--randomly-seed=7", "--results-dir", str(tmp_path),
@@ -160,6 +172,7 @@ def test_emptied_log_fails_the_gate_under_pytest_randomly(reorder_site, emptied_
     assert "FAILED benches/test_ratio_gate.py::test_ratio_gate[resnet18]" in output, output
 
 
+@pytest.mark.alone
 def test_gate_passes_and_says_what_it_used_under_the_floor_pytest(plugin_dir, floor_site, tmp_path):
     result = run_pytest(*QUICK, "--backends", "torch,onnxruntime", "-p", "reverse_tryfirst",
                         "--results-dir", str(tmp_path), paths=(floor_site, plugin_dir))
@@ -171,6 +184,7 @@ def test_gate_passes_and_says_what_it_used_under_the_floor_pytest(plugin_dir, fl
     assert re.search(checked, output), output
 
 
+@pytest.mark.alone
 @pytest.mark.parametrize("selection", [
     ("-k", "test_ratio_gate"),
     ("--deselect", "benches/test_inference.py::test_inference[resnet18-onnxruntime]"),

@@ -1,0 +1,14 @@
+"""The environment of a pytest that a test starts: the caller's own, less what pytest-xdist set for its workers.
+
+`make test` runs most of tests/ under pytest-xdist, which marks its workers with PYTEST_XDIST_* variables. A pytest
+started from one of them would inherit the mark, and pytest-benchmark then turns itself off ("xdist plugin is
+active"): the child run would not be the run a user makes."""
+
+from __future__ import annotations
+
+import os
+
+
+def pytest_env(**extra: str) -> dict[str, str]:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("PYTEST_XDIST_")}
+    return {**env, **extra}
