@@ -137,13 +137,24 @@ def test_parallel_runs_are_refused_in_one_line(reorder_site):
     assert "-n 2: cpubench does not run in parallel" in output and "Traceback" not in output
 
 
-def test_the_suites_own_tests_may_run_in_parallel():
-    """-n is refused for benches/ only: `make test` runs tests/ under pytest-xdist."""
-    result = subprocess.run([sys.executable, "-m", "pytest", "tests/test_inputs.py", "-p", "no:randomly", "-p",
-                             "no:cacheprovider", "-n", "2", "-q"], cwd=REPO, env=pytest_env(), capture_output=True,
-                            text=True, timeout=300)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "bringing up nodes" in result.stdout and " passed" in result.stdout, result.stdout
+def test_parallel_runs_are_refused_only_where_they_reach_benches(tmp_path):
+    """-n is refused for a run that reaches benches/ (make test runs tests/ itself under -n 2: that run is the
+    end-to-end check that tests/ is let through)."""
+    from types import SimpleNamespace
+
+    from cpubench.plugin import reaches_benchmarks
+
+    def config(*args: str, cwd: Path = REPO):
+        return SimpleNamespace(rootpath=REPO, args=list(args), invocation_params=SimpleNamespace(dir=cwd))
+
+    assert not reaches_benchmarks(config("tests"))
+    assert not reaches_benchmarks(config("tests/test_gate.py::test_slowdown_is_read_from_the_environment"))
+    assert not reaches_benchmarks(config("test_gate.py", cwd=REPO / "tests"))
+    assert reaches_benchmarks(config("tests", "benches"))  # pytest.ini's testpaths, when no path is given
+    assert reaches_benchmarks(config("benches/test_inference.py::test_inference"))
+    assert reaches_benchmarks(config("."))
+    assert reaches_benchmarks(config("..", cwd=REPO / "tests"))
+    assert not reaches_benchmarks(config(str(tmp_path)))
 
 
 QUICK = ("--models", "resnet18", "--benchmark-max-time=0.1", "--benchmark-min-rounds=3")
