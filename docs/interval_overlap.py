@@ -7,8 +7,9 @@ python docs/interval_overlap.py OUT.json RUN1/report.json RUN2/report.json RUN3/
 import json
 import os
 import sys
+from pathlib import Path
 
-out, reports = sys.argv[1], [json.load(open(path)) for path in sys.argv[2:]]
+out, reports = sys.argv[1], [json.loads(Path(path).read_text()) for path in sys.argv[2:]]
 machine = reports[0]["machine"]
 result = {"machine": f"{os.cpu_count()}-core {machine.get('cpu_name', '')} (LLVM {machine.get('llvm_cpu', '')}), "
                      f"{reports[0]['threads']} threads, batch {reports[0]['batch_size']}",

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import torch
 from executorch.extension.pybindings import portable_lib
@@ -31,15 +32,16 @@ tids = sorted(int(t) for t in os.listdir("/proc/self/task"))
 if pin:
     for tid in tids:
         os.sched_setaffinity(tid, {0} if tid == main_tid else {1})
-names = [open(f"/proc/self/task/{tid}/comm").read().strip() for tid in [main_tid] + [t for t in tids if t != main_tid]]
+ordered = [main_tid] + [t for t in tids if t != main_tid]
+names = [Path(f"/proc/self/task/{tid}/comm").read_text().strip() for tid in ordered]
 
 
 def thread_cpus() -> list[int]:
     """Each thread's last CPU (field 39 of /proc/self/task/TID/stat), main thread first."""
     cpus = []
-    for tid in [main_tid] + [t for t in tids if t != main_tid]:
+    for tid in ordered:
         try:
-            cpus.append(int(open(f"/proc/self/task/{tid}/stat").read().rsplit(")", 1)[1].split()[36]))
+            cpus.append(int(Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()[36]))
         except OSError:
             cpus.append(-1)
     return cpus
