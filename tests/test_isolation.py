@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from child import pytest_env
+from child import pytest_env, require_alone
 
 from cpubench.results import BenchRow, ratio_of
 from cpubench.schedule import ProcessRotation, VariantRounds, interleave, paired_ratios, plan_rotations
@@ -126,6 +126,7 @@ def test_exit_descriptions_name_the_signal():
 
 def run_benches(tmp_path: Path, onnx_file: Path | list[Path], backends: str,
                 *extra: str) -> tuple[subprocess.CompletedProcess, dict]:
+    require_alone("run_benches")
     env = pytest_env(PYTHONPATH=os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]))
     results = tmp_path / "results"
     models = ",".join(f"onnx:{path}" for path in (onnx_file if isinstance(onnx_file, list) else [onnx_file]))

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from child import pytest_env
+from child import pytest_env, require_alone
 
 REPO = Path(__file__).resolve().parent.parent
 VERDICTS = ("test_ratio_gate", "test_same_top1", "test_logits_match_reference")
@@ -90,6 +90,8 @@ def emptied_logs(tmp_path_factory) -> Path:
 
 
 def run_pytest(*args: str, paths: tuple[Path, ...] = (), timeout: int = 900) -> subprocess.CompletedProcess:
+    if not {"--collect-only", "--version"} & set(args):
+        require_alone("run_pytest")
     env = pytest_env(PYTHONPATH=os.pathsep.join([*map(str, paths), os.environ.get("PYTHONPATH", "")]))
     env.pop("PYTEST_ADDOPTS", None)
     return subprocess.run([sys.executable, "-m", "pytest", "benches", "-p", "no:cacheprovider", *args], cwd=REPO,
