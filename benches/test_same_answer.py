@@ -6,7 +6,15 @@ from __future__ import annotations
 
 import pytest
 
-from cpubench.agreement import INT8_MIN_AGREEMENT, INT8_NEAR_TIE, compare_logits, compare_top1, reference_of
+from cpubench.agreement import (
+    INT8_MIN_AGREEMENT,
+    INT8_NEAR_TIE,
+    INT8_SIGNIFICANCE,
+    agreement_p_value,
+    compare_logits,
+    compare_top1,
+    reference_of,
+)
 from cpubench.backends import BackendUnavailable
 from cpubench.errors import UsageError
 from cpubench.images import CAT_CLASSES, describe_class
@@ -68,8 +76,9 @@ def test_logits_match_reference(suite, model_name):
 
 
 def test_int8_keeps_the_answer(suite, model_name):
-    """Each int8 variant gives float32's top-1 on at least INT8_MIN_AGREEMENT of the evaluation images whose
-    reference answer is not a near-tie (fixtures/evaluation and the default photos, cropped and mirrored)."""
+    """Each int8 variant gives float32's top-1 on INT8_MIN_AGREEMENT of the evaluation images whose reference answer
+    is not a near-tie (fixtures/evaluation and the default photos, cropped and mirrored), or fails when its count
+    is too low for that (agreement.agreement_p_value under INT8_SIGNIFICANCE)."""
     int8 = [v for v in suite.settings.variants if Variant.parse(v).precision == "int8"]
     if not int8:
         pytest.skip("no int8 variant selected (add int8 to --precision)")
@@ -88,8 +97,9 @@ def test_int8_keeps_the_answer(suite, model_name):
         judged.append(line)
         if rate["rate"] is None:
             failures.append(f"{variant}: every evaluation image is a near-tie for {rate['reference']}; nothing judged")
-        elif rate["rate"] < INT8_MIN_AGREEMENT:
-            failures.append(f"{line}: {rate['rate']:.1%} < {INT8_MIN_AGREEMENT:.0%}")
+        elif (p_value := agreement_p_value(rate)) < INT8_SIGNIFICANCE:
+            failures.append(f"{line}: {rate['rate']:.1%}, too few for {INT8_MIN_AGREEMENT:.0%} agreement "
+                            f"(p = {p_value:.2g} < {INT8_SIGNIFICANCE})")
     suite.verdicts.extend(f"{model_name} int8: {line}" for line in judged)
     if not judged and not failures:
         pytest.skip(f"no int8 variant of {model_name} could run: "

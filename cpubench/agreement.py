@@ -22,9 +22,14 @@ LOGIT_TOLERANCE = 1e-3
 # EfficientNet-Lite0; Xeon, Zen 3), up to 0.22 on EfficientNet-Lite0's evaluation images (Xeon).
 # What int8 must keep is the answer, judged on the evaluation set (see INT8_MIN_AGREEMENT).
 REDUCED_PRECISION_TOLERANCE = {"bf16": 5e-2, "int8": 0.3}
-# An int8 variant agrees when its top-1 equals the float32 reference's on at least this share of the evaluation
-# images whose reference top-2 margin is clear (not a near-tie under the int8 tolerance).
+# An int8 variant must give the float32 reference's top-1 on at least this share of the evaluation images whose
+# reference top-2 margin is clear (not a near-tie under the int8 tolerance). It fails when its count is too low for
+# that: an exact one-sided binomial test, under INT8_SIGNIFICANCE. With 36 judged images a point threshold of 97%
+# would fail a variant that truly agrees on 98% of images one time in six (two misses); the test fails it at 4
+# misses or more, and fails a variant that truly agrees on 80% of images (ONNX Runtime's U8S8 on an AVX2 CPU, 29/36)
+# every time (docs/design.md#same-answer-or-the-run-fails).
 INT8_MIN_AGREEMENT = 0.97
+INT8_SIGNIFICANCE = 0.05
 # For int8's agreement rate a near-tie is a reference top-2 margin under this share of the largest logit: about
 # the int8 logits' typical (not worst) distance from float32.
 INT8_NEAR_TIE = 0.05
@@ -107,6 +112,21 @@ def agreement_rate(reference: np.ndarray, candidate: np.ndarray, precision: str)
     return {"images": int(reference.shape[0]), "judged": judged, "agree": agree,
             "near_ties": int(reference.shape[0]) - judged, "agree_incl_near_ties": int(same.sum()),
             "rate": agree / judged if judged else None}
+
+
+def binomial_at_most(successes: int, trials: int, p: float) -> float:
+    """P(X <= successes) for X ~ Binomial(trials, p): exact."""
+    from math import comb
+
+    return sum(comb(trials, k) * p ** k * (1 - p) ** (trials - k) for k in range(successes + 1))
+
+
+def agreement_p_value(rate: dict[str, Any]) -> float | None:
+    """How likely so few agreements would be if the variant truly agreed on INT8_MIN_AGREEMENT of the images
+    (agreement_rate's counts); under INT8_SIGNIFICANCE it fails. None when nothing was judged."""
+    if not rate["judged"]:
+        return None
+    return binomial_at_most(rate["agree"], rate["judged"], INT8_MIN_AGREEMENT)
 
 
 def near_tie_margin(precision: str) -> float:

@@ -54,9 +54,14 @@ OTHER_CPU_FACTOR = 2.0
 # runs naive loops (100-200x); its bound only catches a collapse such as threads fighting each other.
 DEFAULT_BOUNDS = {"tvm-tuned": 3.0, "torch": 8.0, "torch-compile": 8.0, "openvino": 8.0, "executorch": 8.0,
                   "litert": 8.0, "tvm": 1000.0}
-# ONNX Runtime's int8 with no band of its own: faster than its own float32, or it is not running integer kernels
-# (0.32-0.55x measured on an AMX Xeon, 0.34-0.48x on a Zen 5). Other backends' int8 is held to their fp32 band.
+# ONNX Runtime's int8 with no band of its own, on a CPU with an 8-bit dot product (VNNI, AMX): faster than its own
+# float32, or it is not running integer kernels (0.32-0.55x measured on an AMX Xeon, 0.34-0.48x on a Zen 5). Other
+# backends' int8 is held to their fp32 band.
 INT8_BOUND = 1.0
+# Without one, int8 runs uint8 weights (U8U8, cpubench/quantize.py), which need not beat float32: on an AMD Zen 3
+# EfficientNet-Lite0 ran at 7.3-7.6x ONNX Runtime fp32, ResNet18 at 0.78x (docs/int8_without_vnni/). About twice the
+# slowest measured, as for another CPU's band (OTHER_CPU_FACTOR): it catches only a collapse.
+INT8_BOUND_WITHOUT_DOT_PRODUCT = 16.0
 # ONNX Runtime's share of the float32 peak for a model no stored machine knows: only a collapse (a model that does
 # real arithmetic runs at 20-80% of the peak in ONNX Runtime: 75% ResNet18, 30% EfficientNet-Lite0 on a Zen 5).
 # Below MIN_FLOOR_GFLOP a forward pass is too small for a FLOP floor (its time is call overhead): said, not checked.
@@ -173,15 +178,19 @@ def _runs(entry: dict[str, Any], model: str, kind: str, variant: str) -> list[fl
 
 def expectations_for(data: dict[str, Any], key: str, model: str, variants: tuple[str, ...],
                      bf16_kind: str | None = None, vector_isa: str | None = None,
-                     model_gflop: float | None = None) -> Expectations:
+                     model_gflop: float | None = None, int8_dot_product: bool | None = None) -> Expectations:
     """Every selected variant's band on this machine: its own stored runs; else the same CPU at another thread
     count (nearest, widened by OTHER_THREADS_MARGIN); else other CPUs of the same vector ISA (and, for bf16, the
     same bf16 hardware), the slowest of them x OTHER_CPU_FACTOR; else DEFAULT_BOUNDS. int8 is compared only on its
-    own CPU (it hangs on VNNI and AMX): elsewhere ONNX Runtime's int8 must beat its fp32 and the others are held to
-    their backend's fp32 band. ONNX Runtime's floor comes the same way."""
+    own CPU (it hangs on VNNI and AMX): elsewhere ONNX Runtime's int8 must beat its fp32 (INT8_BOUND; without an 8-bit
+    dot product, INT8_BOUND_WITHOUT_DOT_PRODUCT) and the others are held to their backend's fp32 band. ONNX Runtime's
+    floor comes the same way."""
     from .machine import bf16_class, host_profile
     from .precision import Variant
+    from .quantize import int8_dot_product as dot_product_here
 
+    if int8_dot_product is None:
+        int8_dot_product = bool(dot_product_here())
     bf16_kind = bf16_kind or bf16_class()
     vector_isa = vector_isa or host_profile().vector_isa
     machines: dict[str, Any] = data.get("machines", {})
@@ -227,7 +236,10 @@ def expectations_for(data: dict[str, Any], key: str, model: str, variants: tuple
         int8 = parsed.precision == "int8"
         band = lookup("ratios", variant, int8)
         if band is None and int8 and parsed.backend == REFERENCE_BACKEND:
-            band = Band(INT8_BOUND / (1 + MAX_MARGIN), MAX_MARGIN, f"faster than {REFERENCE_BACKEND} fp32")
+            if int8_dot_product:
+                band = Band(INT8_BOUND / (1 + MAX_MARGIN), MAX_MARGIN, f"faster than {REFERENCE_BACKEND} fp32")
+            else:
+                band = Band(INT8_BOUND_WITHOUT_DOT_PRODUCT, 0.0, "default bound (uint8 weights: no VNNI or AMX)")
         if band is None and parsed.precision != "fp32":
             fp32 = lookup("ratios", parsed.backend, False) if parsed.backend != REFERENCE_BACKEND else None
             if fp32 is not None:

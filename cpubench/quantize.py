@@ -1,12 +1,18 @@
 """int8: static quantization of the suite's ONNX export, and the photos it is calibrated and judged on.
 
 One quantized model for every ONNX-based runtime: ONNX Runtime's `quantize_static` in QDQ form (QuantizeLinear /
-DequantizeLinear pairs around each quantizable operator), per-channel int8 weights and uint8 activations, ranges
-calibrated (MinMax) on the calibration set: ONNX Runtime's guidance for x86 CPUs. That guidance adds
-`reduce_range` (7-bit weights) on CPUs without VNNI, against saturation in uint8 x int8 kernels; measured here, 7-bit
-weights cost EfficientNet-Lite0 its answer on 14 of 36 evaluation images (61% agreement, against 100% with 8-bit),
-so weights are always 8-bit, and the agreement rate measured on each CPU shows any saturation there. ONNX Runtime and
-OpenVINO then run the same file, so their int8 rows compare runtimes, not quantizers.
+DequantizeLinear pairs around each quantizable operator), per-channel weights and uint8 activations, ranges calibrated
+(MinMax) on the calibration set: ONNX Runtime's guidance for x86 CPUs. The weights' type follows the CPU:
+- with an 8-bit dot-product instruction (VNNI, AVX-VNNI or AMX), int8 weights (U8S8), the fast and exact path;
+- without one (AVX2 CPUs such as AMD Zen 3), uint8 weights (U8U8). There, uint8 x int8 kernels multiply with
+  `vpmaddubsw`, which saturates the sum of two products at int16, so the same U8S8 file gives other answers than on a
+  VNNI CPU (OpenVINO's documentation calls it the saturation issue; ONNX Runtime's quantization guide prescribes
+  `reduce_range` or U8U8 for it). Measured on an AMD EPYC Zen 3, EfficientNet-Lite0 against float32 on 36 evaluation
+  images: U8S8 29/36 in ONNX Runtime and 26/36 in OpenVINO (36/36 for both on VNNI CPUs), 7-bit weights
+  (`reduce_range`) 22/36 and 23/36, U8U8 36/36 in both, at a cost in speed that the run then measures
+  (docs/int8_without_vnni/). ResNet18 kept 32/32 with every format.
+The row names the format and why (`quantization_weights`, `cpu_int8_dot_product`). ONNX Runtime and OpenVINO run the
+same file, so their int8 rows compare runtimes, not quantizers.
 
 Calibration and evaluation use different photos (fixtures/calibration/, fixtures/evaluation/ plus the two default
 photos; sources and licences in fixtures/PHOTOS.md), each taken through the same deterministic crops and flips.
@@ -39,8 +45,19 @@ CALIBRATION_VIEWS = 4  # per calibration photo: the first crops, every other one
 EVALUATION_VIEWS = 12  # per evaluation photo: every crop, as is and mirrored
 # CPU flags (/proc/cpuinfo) of 8-bit dot-product instructions: int8 is fastest with them, and runs without them.
 VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
-QUANTIZER_SETTINGS = {"format": "QDQ", "activations": "uint8 (asymmetric)", "weights": "int8 per channel",
-                      "calibration": "MinMax"}
+QUANTIZER_SETTINGS = {"format": "QDQ", "activations": "uint8 (asymmetric)", "calibration": "MinMax"}
+
+
+def int8_dot_product(flags: frozenset[str] | None = None) -> str:
+    """The CPU's 8-bit dot-product instructions (/proc/cpuinfo flags), or "" where it has none."""
+    flags = cpu_flags() if flags is None else flags
+    return " ".join(f for f in VNNI_FLAGS if f in flags)
+
+
+def weight_format(flags: frozenset[str] | None = None) -> str:
+    """"int8" (U8S8) on a CPU with an 8-bit dot product, else "uint8" (U8U8), which no uint8 x int8 kernel
+    saturates (module docstring)."""
+    return "int8" if int8_dot_product(flags) else "uint8"
 
 
 def views(path: Path, size: tuple[int, int], mean: tuple[float, ...], std: tuple[float, ...], channels: int,
@@ -95,7 +112,7 @@ class QuantizedModel:
 
 
 def quantize_onnx(model: BuiltModel, onnx_path: Path, calibration: np.ndarray,
-                  reduce_range: bool = False) -> QuantizedModel:
+                  weights: str | None = None) -> QuantizedModel:
     """The QDQ int8 model of `onnx_path`, from the cache when an intact one was made from the same file, photos,
     settings and quantizer version; otherwise quantized now (and the time it took recorded)."""
     import onnxruntime
@@ -104,14 +121,18 @@ def quantize_onnx(model: BuiltModel, onnx_path: Path, calibration: np.ndarray,
     source_digest = hashlib.sha256(onnx_path.read_bytes()).hexdigest()[:16]
     calibration = np.ascontiguousarray(calibration, dtype=np.float32)
     calibration_digest = hashlib.sha256(calibration.tobytes()).hexdigest()[:16]
+    weights = weights or weight_format()
+    if weights not in ("int8", "uint8"):
+        raise ValueError(f"int8 weights are int8 or uint8, not {weights!r}")
     key = content_key(source=source_digest, calibration_set=calibration_digest, ort=onnxruntime.__version__,
-                      reduce_range=reduce_range, **QUANTIZER_SETTINGS)
+                      weights=weights, **QUANTIZER_SETTINGS)
     path = cached_path("int8", f"{model.disk_key}-{key}", ".onnx")
     info: dict[str, Any] = {
         "quantizer": f"onnxruntime.quantization.quantize_static {onnxruntime.__version__}",
         **{f"quantization_{k}": v for k, v in QUANTIZER_SETTINGS.items()},
-        "quantization_reduce_range": reduce_range,
-        "cpu_int8_dot_product": " ".join(f for f in VNNI_FLAGS if f in cpu_flags()) or "none (no VNNI or AMX)",
+        "quantization_weights": (f"{weights} per channel (U8S8)" if weights == "int8" else
+                                 f"{weights} per channel (U8U8: uint8 x int8 kernels without VNNI saturate)"),
+        "cpu_int8_dot_product": int8_dot_product() or "none (no VNNI or AMX)",
         "calibration_images": int(calibration.shape[0]),
         "calibration_photos": [p.name for p in CALIBRATION_PHOTOS],
         "quantized_model": path.name,
@@ -145,8 +166,8 @@ def quantize_onnx(model: BuiltModel, onnx_path: Path, calibration: np.ndarray,
         root.setLevel(logging.ERROR)  # its "consider pre-processing" advice is a warning on every call
         try:
             quantize_static(str(onnx_path), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            reduce_range=reduce_range)
+                            activation_type=QuantType.QUInt8,
+                            weight_type=QuantType.QInt8 if weights == "int8" else QuantType.QUInt8)
         finally:
             root.setLevel(level)
         write_entry(path, out.read_bytes())

@@ -24,6 +24,7 @@ from cpubench.quantize import (
     calibration_set,
     evaluation_set,
     quantize_onnx,
+    weight_format,
 )
 from cpubench.report import verdict_line
 from cpubench.results import BenchRow
@@ -53,7 +54,8 @@ def test_quantized_model_is_cached_checked_and_rebuilt(tiny_onnx, tmp_path, monk
     calibration = calibration_set(model)
     first = quantize_onnx(model, tiny_onnx, calibration)
     assert not first.info["quantized_from_cache"] and first.info["quantize_seconds"] > 0
-    assert first.info["quantization_format"] == "QDQ" and first.info["quantization_reduce_range"] is False
+    assert first.info["quantization_format"] == "QDQ"
+    assert first.info["quantization_weights"].startswith(weight_format())
     assert first.info["calibration_images"] == len(calibration)
     again = quantize_onnx(model, tiny_onnx, calibration)
     assert again.path == first.path and again.info["quantized_from_cache"]
@@ -64,6 +66,35 @@ def test_quantized_model_is_cached_checked_and_rebuilt(tiny_onnx, tmp_path, monk
     assert not rebuilt.info["quantized_from_cache"] and rebuilt.path.read_bytes() == intact
     other = quantize_onnx(model, tiny_onnx, calibration[:4])  # other calibration images: another model
     assert other.path != first.path
+
+
+def test_weights_follow_the_cpus_int8_dot_product(tiny_onnx, tmp_path, monkeypatch):
+    """int8 weights (U8S8) where VNNI, AVX-VNNI or AMX multiplies them exactly; uint8 (U8U8) on an AVX2 CPU, whose
+    uint8 x int8 kernels saturate; each a file of its own in the cache, and the row says which and why."""
+    assert weight_format(frozenset({"avx2", "avx512f", "avx512_vnni"})) == "int8"
+    assert weight_format(frozenset({"avx2", "avx_vnni"})) == "int8"
+    assert weight_format(frozenset({"avx2", "amx_int8", "amx_tile"})) == "int8"
+    assert weight_format(frozenset({"avx2", "fma", "avx512f"})) == "uint8"  # AVX-512 without VNNI (Skylake-SP)
+    assert weight_format(frozenset({"avx2", "fma"})) == "uint8"
+    monkeypatch.setenv("CPUBENCH_CACHE", str(tmp_path))
+    import onnx
+
+    model = tiny_model()
+    calibration = calibration_set(model)
+    files = {w: quantize_onnx(model, tiny_onnx, calibration, weights=w) for w in ("int8", "uint8")}
+    assert files["int8"].path != files["uint8"].path
+    assert "U8S8" in files["int8"].info["quantization_weights"]
+    assert "U8U8" in files["uint8"].info["quantization_weights"] and "saturate" in files["uint8"].info[
+        "quantization_weights"]
+    for weights, quantized in files.items():
+        graph = onnx.load(str(quantized.path)).graph
+        stored = {init.name: init.data_type for init in graph.initializer}
+        conv = next(n for n in graph.node if n.op_type == "Conv")
+        dequantize = next(n for n in graph.node if n.op_type == "DequantizeLinear" and n.output[0] == conv.input[1])
+        expected = onnx.TensorProto.INT8 if weights == "int8" else onnx.TensorProto.UINT8
+        assert stored[dequantize.input[0]] == expected
+    with pytest.raises(ValueError, match="int8 or uint8"):
+        quantize_onnx(model, tiny_onnx, calibration, weights="int4")
 
 
 class TwoConvs(torch.nn.Module):
@@ -170,14 +201,36 @@ def test_agreement_rate_sets_near_ties_apart():
         agreement_rate(reference, candidate[:, :2], "int8")
 
 
+def test_int8_fails_on_too_few_agreements_for_97_percent_not_on_one_miss():
+    """An exact one-sided binomial test against INT8_MIN_AGREEMENT: two misses in 36 (a variant that truly agrees
+    on 98% misses that many one time in six) pass; ONNX Runtime's saturated U8S8 on an AVX2 CPU (29/36) fails."""
+    from cpubench.agreement import INT8_SIGNIFICANCE, agreement_p_value, binomial_at_most
+
+    def p(agree, judged):
+        return agreement_p_value({"agree": agree, "judged": judged})
+
+    assert binomial_at_most(2, 2, 0.5) == pytest.approx(1.0) and binomial_at_most(0, 2, 0.5) == pytest.approx(0.25)
+    assert p(36, 36) == pytest.approx(1.0)
+    assert p(34, 36) > INT8_SIGNIFICANCE  # ExecuTorch's XNNPACK on a Zen 3: two images with 7.5-8% margins
+    assert p(33, 36) > INT8_SIGNIFICANCE > p(32, 36)  # four misses fail
+    assert p(29, 36) < 1e-3 and p(26, 36) < 1e-3  # U8S8 saturating in ONNX Runtime and OpenVINO
+    assert p(28, 32) < INT8_SIGNIFICANCE < p(29, 32)
+    assert p(0, 0) is None
+
+
 def test_gate_holds_int8_to_its_float32_unless_stored_for_this_cpu():
     def bands(data, key, variants):
         return gate.expectations_for({"format": gate.FORMAT, "machines": data}, key, "resnet18", variants, "none",
-                                     "avx512", None).ratios
+                                     "avx512", None, int8_dot_product=dot_product).ratios
 
+    dot_product = True
     new = bands({}, "new-2t-b1", ("onnxruntime-int8", "openvino-int8", "openvino"))
     assert new["onnxruntime-int8"].high == pytest.approx(gate.INT8_BOUND)  # faster than its own fp32
     assert new["onnxruntime-int8"].origin == "faster than onnxruntime fp32"
+    dot_product = False  # uint8 weights (U8U8) need not beat float32: only a collapse is caught
+    avx2 = bands({}, "new-2t-b1", ("onnxruntime-int8",))["onnxruntime-int8"]
+    assert avx2.high == pytest.approx(gate.INT8_BOUND_WITHOUT_DOT_PRODUCT) and "no VNNI" in avx2.origin
+    dot_product = True
     assert new["openvino-int8"] == new["openvino"]  # no slower than OpenVINO's fp32 may be
 
     def runs(**variants):

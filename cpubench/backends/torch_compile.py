@@ -14,8 +14,10 @@ first call, inside `load`), and the row says so.
 bf16 is CPU autocast, exported under autocast so the casts are compiled in. int8 is PyTorch's static PT2E path
 (pt2e.py): torchao's X86InductorQuantizer calibrated on the calibration set, then Inductor with freezing, which
 lowers the quantized patterns to oneDNN int8 kernels (without freezing they run as dequantize -> float32
-convolution). The first convolution stays float32 (see pt2e.first_convolution). How many int8 kernels Inductor
-emitted is read back from its generated code.
+convolution). The first convolution stays float32 (see pt2e.first_convolution). On a CPU without an 8-bit dot
+product (no VNNI or AMX), activations take 7 bits (the config's `reduce_range`, which torchao prescribes for such
+CPUs): oneDNN's uint8 x int8 kernels there saturate the sum of two products at int16 (cpubench/quantize.py). How
+many int8 kernels Inductor emitted is read back from its generated code.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Any
 import torch
 
 from ..cache import cache_root, content_key
+from ..quantize import int8_dot_product
 from . import BackendUnavailable, LoadContext, cached_conversion, has_torch_module, torch_module
 from .pt2e import first_convolution, int8_versions, quantize
 from .torch_eager import TorchEager
@@ -39,6 +42,7 @@ from .torch_eager import TorchEager
 INDUCTOR_OPTIONS = {"freezing": True, "cpp_wrapper": True}
 EXPORT_RECIPE = "torch.export non-strict; bf16 as autocast inside forward"
 X86_INT8_RECIPE = "PT2E, torchao X86InductorQuantizer default config, first convolution float32"
+REDUCED_RANGE = "7-bit activations (reduce_range: this CPU has no VNNI or AMX)"
 
 
 class TorchCompile(TorchEager):
@@ -58,7 +62,7 @@ class TorchCompile(TorchEager):
         versions = {"inductor": INDUCTOR_OPTIONS, "export": EXPORT_RECIPE, "precision": ctx.precision,
                     "cpu": cpu_identity()}
         if ctx.precision == "int8":
-            versions.update(int8_versions(ctx, X86_INT8_RECIPE))
+            versions.update(int8_versions(ctx, X86_INT8_RECIPE + ("" if int8_dot_product() else ", " + REDUCED_RANGE)))
         try:
             path = cached_conversion(ctx, "torch-compile", ".pt2", versions, lambda: self._aot_compile(ctx))
         except ExportFailed as failed:
@@ -132,11 +136,14 @@ class TorchCompile(TorchEager):
             get_default_x86_inductor_quantization_config,
         )
 
-        quantizer = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config())
+        reduce_range = not int8_dot_product()
+        quantizer = X86InductorQuantizer().set_global(
+            get_default_x86_inductor_quantization_config(reduce_range=reduce_range))
         stem = first_convolution(module)
         if stem is not None:
             quantizer.set_module_name_qconfig(stem, None)
         ctx.info.update({
+            "quantization_activations": REDUCED_RANGE if reduce_range else "uint8, full range",
             "quantizer": f"torchao {torchao.__version__} X86InductorQuantizer (PT2E, static, per-channel weights)",
             "quantization_float_layers": f"{stem} (the first convolution, on the raw image)" if stem else "none"})
         return quantize(ctx, module, quantizer)
