@@ -262,6 +262,25 @@ def _gives_up(row: BenchRow) -> str:
             f"{rate['near_ties']} near-ties set apart")
 
 
+def int8_line(rows: list[BenchRow]) -> str | None:
+    """How each int8 variant was quantized where it depends on the CPU (cpubench/quantize.py: int8 or uint8 weights,
+    full or 7-bit activations), and the CPU's 8-bit dot product that decided it."""
+    int8 = [r for r in rows if r.precision == "int8"]
+    formats: dict[str, list[str]] = {}
+    for r in int8:
+        how = "; ".join(f"{key.removeprefix('quantization_')} {r.context[key]}"
+                        for key in ("quantization_weights", "quantization_activations") if r.context.get(key))
+        if how:
+            formats.setdefault(how, [])
+            if r.variant not in formats[how]:
+                formats[how].append(r.variant)
+    if not formats:
+        return None
+    dot = next((r.context["cpu_int8_dot_product"] for r in int8 if r.context.get("cpu_int8_dot_product")), None)
+    return (f"- int8 formats (this CPU's 8-bit dot product: {dot or 'not recorded'}): "
+            + "; ".join(f"{', '.join(variants)}: {how}" for how, variants in formats.items()))
+
+
 def context_lines(rows: list[BenchRow], suite) -> list[str]:
     settings = suite.settings
     image = suite.store.image_path.name
@@ -282,6 +301,8 @@ def context_lines(rows: list[BenchRow], suite) -> list[str]:
                          + f", {r.context.get('tuning_coverage', '?')}, target `{r.context.get('tvm_target', '?')}`"
                          + agreement)
     lines += yardstick_lines(suite, rows)
+    if int8 := int8_line(rows):
+        lines.append(int8)
     slowed = [f"{r.model}-{r.variant} x{r.context['injected_slowdown']:g}" for r in rows
               if r.context.get("injected_slowdown")]
     if slowed:

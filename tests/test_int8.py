@@ -252,6 +252,25 @@ def row(variant: str, precision: str, ms: float, agreement: dict | None = None) 
     return BenchRow("m", variant, 1, {"median": ms / 1e3, "rounds": 10}, context, {r: ms / 1e3 for r in range(10)})
 
 
+def test_report_names_each_int8_format_and_the_cpu_feature_that_chose_it():
+    from cpubench.report import int8_line
+
+    weights = "uint8 per channel (U8U8: uint8 x int8 kernels without VNNI saturate)"
+    onnx_file = {"quantization_weights": weights, "quantization_activations": "uint8 (asymmetric)",
+                 "cpu_int8_dot_product": "none (no VNNI or AMX)"}
+    rows = [row("onnxruntime", "fp32", 10.0), row("onnxruntime-int8", "int8", 5.0), row("openvino-int8", "int8", 4.0),
+            row("torch-compile-int8", "int8", 6.0), row("executorch-int8", "int8", 7.0)]
+    for r in rows[1:3]:
+        r.context.update(onnx_file)
+    rows[3].context["quantization_activations"] = "7-bit activations (reduce_range: this CPU has no VNNI or AMX)"
+    line = int8_line(rows)
+    assert line.startswith("- int8 formats (this CPU's 8-bit dot product: none (no VNNI or AMX)): ")
+    assert f"onnxruntime-int8, openvino-int8: weights {weights}; activations uint8 (asymmetric)" in line
+    assert "torch-compile-int8: activations 7-bit activations (reduce_range" in line
+    assert "executorch-int8" not in line  # its format does not depend on the CPU
+    assert int8_line(rows[:1]) is None
+
+
 def test_verdict_names_the_fastest_per_precision_and_what_int8_gives_up():
     agreement = {"agree": 35, "judged": 36, "near_ties": 12, "rate": 35 / 36, "images": 48}
     rows = [row("onnxruntime", "fp32", 10.0), row("openvino-bf16", "bf16", 3.0),
