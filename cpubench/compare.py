@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .precision import BF16_CPU_FLAGS, PRECISIONS, Variant
+from .report import int8_line
 from .results import REFERENCE_BACKEND, BenchRow, Ratio, ratio_of
 from .results_files import InputError, Run, load_run
 
@@ -160,6 +161,8 @@ def model_table(runs: list[Run], model: str) -> list[str]:
                              f"{why}.")
         if run.row(model, REFERENCE_BACKEND) is None:
             notes.append(f"{run.short}: no {REFERENCE_BACKEND} fp32 in this run, so no ratios.")
+        if formats := int8_line([row for row in run.rows if row.model == model]):  # int8 by the CPU (quantize.py)
+            notes.append(f"{run.short} {formats.removeprefix('- ')}.")
     lines.append("")
     if notes:
         lines += [*notes, ""]

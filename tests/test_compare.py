@@ -339,3 +339,19 @@ def test_a_file_with_relative_paths_is_left_byte_for_byte(tmp_path):
     copy.write_bytes(ZEN5.read_bytes())
     assert rewrite_artifact_paths(copy) == 0
     assert copy.read_bytes() == ZEN5.read_bytes()
+
+
+def test_an_int8_format_chosen_by_the_cpu_is_named_under_its_table(tmp_path, capsys):
+    """A CPU without VNNI runs the ONNX file with uint8 weights (quantize.py): the merged table says so for that CPU,
+    so its int8 column is not read as the same file as another CPU's."""
+    u8u8 = {"quantization_weights": "uint8 per channel (U8U8: uint8 x int8 kernels without VNNI saturate)",
+            "cpu_int8_dot_product": "none (no VNNI or AMX)"}
+    avx2 = pb_file(tmp_path / "avx2.json", [bench("m", "onnxruntime", steady(10.0)),
+                                           bench("m", "onnxruntime-int8", steady(30.0), **u8u8)], AVX2_MACHINE)
+    vnni = pb_file(tmp_path / "vnni.json", [bench("m", "onnxruntime", steady(5.0)),
+                                           bench("m", "onnxruntime-int8", steady(2.0))])
+    code, out, err = run_main(capsys, avx2, vnni)
+    assert code == 0, err
+    notes = [line for line in out.splitlines() if "int8 formats" in line]
+    assert len(notes) == 1 and "skylake" in notes[0]
+    assert "onnxruntime-int8: weights uint8 per channel (U8U8" in notes[0] and "none (no VNNI or AMX)" in notes[0]
