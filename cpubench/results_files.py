@@ -119,8 +119,14 @@ def _from_pytest_benchmark(path: Path, data: dict[str, Any]) -> Run:
             timing = {"median": float(stats["median"]), "rounds": int(stats.get("rounds", 0))}
             if "median_low" in extra and "median_high" in extra:
                 timing.update(median_low=float(extra["median_low"]), median_high=float(extra["median_high"]))
+        rounds = keyed.get(i, {})
+        # `round_process` lists which worker process ran each round, in the order of `stats.data`: the intervals
+        # resample processes first, as the run's own report did.
+        ran_by = extra.get("round_process")
+        processes = (dict(zip(rounds, (int(p) for p in ran_by), strict=True))
+                     if isinstance(ran_by, list) and len(ran_by) == len(rounds) else {})
         rows.append(BenchRow(str(extra["model"]), str(extra["variant"]), extra.get("top1", -1), timing, dict(extra),
-                             keyed.get(i, {})))
+                             rounds, processes))
         if i in missing and timing:
             unpaired[(rows[-1].model, rows[-1].variant)] = missing[i]
     first = ours[0]["extra_info"]
@@ -144,8 +150,9 @@ def _from_report(path: Path, data: dict[str, Any]) -> Run:
         if timing is not None:
             timing = {**timing, "median": float(timing["median"])}  # the one figure every cell needs
         variant = r.get("variant", r.get("backend"))  # report.json called it "backend" before 2026-12
+        processes = {int(k): int(v) for k, v in (r.get("processes") or {}).items()}
         rows.append(BenchRow(str(r["model"]), str(variant), r.get("top1", -1), timing,
-                             dict(r.get("context") or {}), rounds))
+                             dict(r.get("context") or {}), rounds, processes))
     unpaired = {(r.model, r.variant): "the file keeps no rounds for it" for r in rows if r.timing and not r.rounds}
     return Run(path, "cpubench report.json", machine, rows, threads=data.get("threads"),
                batch_size=data.get("batch_size"), versions=dict(data.get("versions") or {}), unpaired=unpaired)
