@@ -219,18 +219,16 @@ def test_int8_fails_on_too_few_agreements_for_97_percent_not_on_one_miss():
 
 
 def test_gate_holds_int8_to_its_float32_unless_stored_for_this_cpu():
-    def bands(data, key, variants):
+    def bands(data, key, variants, dot_product=True):
         return gate.expectations_for({"format": gate.FORMAT, "machines": data}, key, "resnet18", variants, "none",
                                      "avx512", None, int8_dot_product=dot_product).ratios
 
-    dot_product = True
     new = bands({}, "new-2t-b1", ("onnxruntime-int8", "openvino-int8", "openvino"))
     assert new["onnxruntime-int8"].high == pytest.approx(gate.INT8_BOUND)  # faster than its own fp32
     assert new["onnxruntime-int8"].origin == "faster than onnxruntime fp32"
-    dot_product = False  # uint8 weights (U8U8) need not beat float32: only a collapse is caught
-    avx2 = bands({}, "new-2t-b1", ("onnxruntime-int8",))["onnxruntime-int8"]
+    # uint8 weights (U8U8) need not beat float32: only a collapse is caught
+    avx2 = bands({}, "new-2t-b1", ("onnxruntime-int8",), dot_product=False)["onnxruntime-int8"]
     assert avx2.high == pytest.approx(gate.INT8_BOUND_WITHOUT_DOT_PRODUCT) and "no VNNI" in avx2.origin
-    dot_product = True
     assert new["openvino-int8"] == new["openvino"]  # no slower than OpenVINO's fp32 may be
 
     def runs(**variants):
