@@ -138,6 +138,29 @@ def run_benches(tmp_path: Path, onnx_file: Path | list[Path], backends: str,
     return proc, report
 
 
+GATE_REFUSED_NOTHING = "the gate compared nothing with a band, so it cannot pass"
+PROCESS_SPLIT_SAYS = "not checked (its worker processes ran at"
+
+
+def gate_passed(out: str) -> bool:
+    """test_ratio_gate passed, or failed only because the one variant it could judge had worker processes that ran
+    apart. On the tiny model a call takes tens of microseconds, and a process's placement on a busy host has split
+    openvino's two processes by more than half (a fresh-clone CI run): the gate then refuses to judge that variant
+    (gate_decision.PROCESS_SPLIT) and, having compared nothing, fails. That is the gate working, on a timing these
+    tests do not control; every other failure still fails them."""
+    lines = out.splitlines()
+    if any(ln.startswith("PASSED") and "test_ratio_gate" in ln for ln in lines):
+        return True
+    return (any(ln.startswith("FAILED") and "test_ratio_gate" in ln for ln in lines)
+            and GATE_REFUSED_NOTHING in out and PROCESS_SPLIT_SAYS in out)
+
+
+def passed_but_for_a_process_split(out: str, returncode: int) -> bool:
+    """The run passed, or its only failures are the gate's refusals that gate_passed allows (one per model)."""
+    failed = [ln for ln in out.splitlines() if ln.startswith("FAILED")]
+    return returncode == 0 or (bool(failed) and all("test_ratio_gate" in ln for ln in failed) and gate_passed(out))
+
+
 def test_a_paused_worker_computes_nothing_until_its_next_request(tmp_path):
     # A short timeout: a worker left stopped fails this test in seconds instead of hanging it.
     workers = [Worker(f"w{i}", "", tmp_path / f"w{i}.log", timeout=20) for i in range(2)]
@@ -187,9 +210,10 @@ def test_a_dying_worker_fails_its_variant_and_the_run_carries_on(tmp_path, tiny_
             in line
         assert f"FAILED benches/test_inference.py::test_inference[onnx:{tiny_onnx.stem}-{variant}]" in out
     for passed in ("test_inference[onnx:{}-onnxruntime]", "test_inference[onnx:{}-openvino]", "test_same_top1",
-                   "test_logits_match_reference", "test_ratio_gate"):
+                   "test_logits_match_reference"):
         assert any(ln.startswith("PASSED") and passed.format(tiny_onnx.stem) in ln for ln in out.splitlines()), \
             (passed, out[-4000:])
+    assert gate_passed(out), out[-4000:]
     # The report survives, with the rows that lived, each built in a process that held its own runtime only.
     rows = {r["variant"]: r for r in report["results"]}
     assert set(rows) == {"onnxruntime", "openvino"}
@@ -221,7 +245,7 @@ def test_every_model_of_a_run_is_timed_in_the_same_rotations(tmp_path, tiny_onnx
     second = tmp_path / "second_tiny.onnx"
     shutil.copy(tiny_onnx, second)
     proc, report = run_benches(tmp_path, [tiny_onnx, second], "onnxruntime,openvino")
-    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert passed_but_for_a_process_split(proc.stdout, proc.returncode), proc.stdout[-3000:]
     rows = {(r["model"], r["variant"]): r for r in report["results"]}
     models = sorted({model for model, _ in rows})
     assert len(models) == 2 and len(rows) == 4, sorted(rows)
@@ -252,8 +276,8 @@ def test_processes_of_one_variant_that_disagree_fail_it_and_the_run_carries_on(t
     assert f"run it alone: `pytest benches/ --models onnx:{tiny_onnx} --backends differs-per-process" in line
     assert f"FAILED benches/test_inference.py::test_inference[onnx:{tiny_onnx.stem}-differs-per-process]" in proc.stdout
     # Its first process's answer is still compared: the same top-1 (its logits are off on purpose).
-    for passed in ("test_same_top1", "test_ratio_gate"):
-        assert any(ln.startswith("PASSED") and passed in ln for ln in proc.stdout.splitlines()), (passed, line)
+    assert any(ln.startswith("PASSED") and "test_same_top1" in ln for ln in proc.stdout.splitlines()), line
+    assert gate_passed(proc.stdout), proc.stdout[-3000:]
     rows = {r["variant"]: r for r in report["results"]}
     assert set(rows) == {"onnxruntime", "openvino"}
     assert rows["openvino"]["context"]["timing_processes"] == 3
@@ -273,10 +297,10 @@ def test_benchmark_compare_reads_a_saved_run(tmp_path, tiny_onnx):
     storage = tmp_path / "storage"
     first, _ = run_benches(tmp_path, tiny_onnx, "onnxruntime,openvino", f"--benchmark-storage={storage}",
                            "--benchmark-autosave")
-    assert first.returncode == 0, first.stdout[-3000:]
+    assert passed_but_for_a_process_split(first.stdout, first.returncode), first.stdout[-3000:]
     second, _ = run_benches(tmp_path, tiny_onnx, "onnxruntime,openvino", f"--benchmark-storage={storage}",
                             "--benchmark-compare", "--benchmark-compare-fail=median:1000%")
-    assert second.returncode == 0, second.stdout[-3000:]
+    assert passed_but_for_a_process_split(second.stdout, second.returncode), second.stdout[-3000:]
     assert "0001_" in second.stdout + second.stderr  # the saved run it compared against
 
 
