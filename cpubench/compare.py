@@ -11,7 +11,7 @@ from typing import Any
 
 from .precision import BF16_CPU_FLAGS, PRECISIONS, Variant
 from .report import int8_line
-from .results import REFERENCE_BACKEND, BenchRow, Ratio, ratio_of
+from .results import REFERENCE_BACKEND, BenchRow, Ratio, fastest_and_tied, ratio_of
 from .results_files import InputError, Run, load_run
 
 # Flags in a file's `cpu_flags_bf16_amx_vnni` that mean native bfloat16, on any architecture (the suite skips bf16
@@ -173,15 +173,10 @@ def model_table(runs: list[Run], model: str) -> list[str]:
 # ---------------------------------------------------------------------------------------------------------- verdicts
 
 
-def _fastest(run: Run, model: str, precision: str) -> tuple[BenchRow, list[BenchRow]] | None:
-    """The fastest row of `precision`, and the rows tied with it: their paired ratio's interval reaches 1.0 (the
-    report's verdict rule)."""
-    timed = sorted((r for r in run.rows if r.model == model and r.timing and _split(r.variant)[1] == precision),
-                   key=lambda r: r.timing["median"])
-    if not timed:
-        return None
-    best = timed[0]
-    return best, [r for r in timed[1:] if (ratio := ratio_of(r, best)) is not None and ratio.low <= 1.0]
+def _fastest(run: Run, model: str, precision: str) -> tuple[BenchRow, list[tuple[BenchRow, Ratio]]] | None:
+    """The fastest row of `precision` and those tied with it, by the report's own rule (results.fastest_and_tied)."""
+    rows = [r for r in run.rows if r.model == model and _split(r.variant)[1] == precision]
+    return fastest_and_tied(rows, run.row(model, REFERENCE_BACKEND))
 
 
 def _agreement(row: BenchRow) -> str:
@@ -219,9 +214,9 @@ def verdict_lines(runs: list[Run], model: str) -> list[str]:
             text = f"on {run.short} the fastest {precision} backend is **{_name(best)}**, " \
                    f"{best.ms('median'):.2f} ms ({vs}{_agreement(best) if precision == 'int8' else ''})"
             if tied:
-                text += ", tied with " + " and ".join(f"{_name(r)} ({ratio_of(r, best)} of its time)" for r in tied)
+                text += ", tied with " + " and ".join(f"{_name(r)} ({ratio} of its time)" for r, ratio in tied)
             parts.append(text)
-            winners.append({_split(r.variant)[0] for r in (best, *tied)})
+            winners.append({_split(r.variant)[0] for r in (best, *(r for r, _ in tied))})
         if not parts:
             continue
         line = f"- **{precision}**: " + "; ".join(parts) + "."

@@ -11,7 +11,7 @@ from typing import Any
 from .images import describe_class
 from .machine import summary as machine_summary
 from .models import preprocessing_note
-from .results import REFERENCE_BACKEND, SPEEDUP_BASELINE, BenchRow, ratio_table
+from .results import REFERENCE_BACKEND, SPEEDUP_BASELINE, BenchRow, fastest_and_tied, ratio_table
 from .versions import backend_versions
 
 
@@ -241,7 +241,7 @@ def table_lines(rows: list[BenchRow]) -> list[str]:
 def verdict_line(rows: list[BenchRow], model: str) -> str:
     """The answer in one line, in the table's own column (× ONNX Runtime fp32, paired per rotation, with its
     interval), so every figure can be read off the table and recomputed from the JSON: the fastest variant, or those
-    tied with it (their intervals overlap), and the runner-up."""
+    tied with it (results.fastest_and_tied, the rule `python -m cpubench.compare` uses too), and the runner-up."""
     column = ratio_table(rows, REFERENCE_BACKEND)
     timed = [r for r in rows if r.model == model and r.timing]
     if not timed:
@@ -249,29 +249,30 @@ def verdict_line(rows: list[BenchRow], model: str) -> str:
     if (model, REFERENCE_BACKEND) not in column:  # no reference backend: medians only
         best = min(timed, key=lambda r: r.timing["median"])
         return f"**{model}: fastest median is {best.label} in {best.precision}, {best.ms('median'):.2f} ms.**"
-    ranked = sorted((r for r in timed if (model, r.variant) in column), key=lambda r: column[(model, r.variant)].value)
+    in_column = [r for r in timed if (model, r.variant) in column]
+    fastest, tied = fastest_and_tied(in_column, next(r for r in timed if r.variant == REFERENCE_BACKEND))
+    ranked = sorted(in_column, key=lambda r: column[(model, r.variant)].value)
 
     def cell(r: BenchRow) -> str:
         return f"{r.label} in {r.precision} ({r.ms('median'):.2f} ms, {column[(model, r.variant)]})"
 
-    best = column[(model, ranked[0].variant)]
-    tied = [r for r in ranked[1:] if column[(model, r.variant)].low <= best.high]
     unit = f"times in × {REFERENCE_BACKEND} fp32's, as in the table"
     if tied:
-        line = (f"**{model}: tied for fastest: {cell(ranked[0])} and {', '.join(cell(r) for r in tied)}**; "
-                f"their intervals overlap ({unit})")
+        line = (f"**{model}: tied for fastest: {cell(fastest)} and {', '.join(cell(r) for r, _ in tied)}**; "
+                + "; ".join(f"{r.label} takes {ratio} of {fastest.label}'s time" for r, ratio in tied)
+                + f", paired per rotation, an interval that reaches 1.0 ({unit})")
     else:
-        line = f"**{model}: fastest is {cell(ranked[0])}** ({unit})"
+        line = f"**{model}: fastest is {cell(fastest)}** ({unit})"
         if len(ranked) > 1:
             line += f"; next {cell(ranked[1])}"
-    if ranked[0].precision == "int8":
-        line += f" (int8: {_gives_up(ranked[0])})"
+    if fastest.precision == "int8":
+        line += f" (int8: {_gives_up(fastest)})"
     precisions = list(dict.fromkeys(r.precision for r in ranked))
     if len(precisions) > 1:
-        fastest = [next(r for r in ranked if r.precision == p) for p in precisions]
+        per_precision = [next(r for r in ranked if r.precision == p) for p in precisions]
         line += ". Fastest per precision: " + "; ".join(
             f"{p} {r.label} {column[(model, r.variant)]}" + (f" ({_gives_up(r)})" if p == "int8" else "")
-            for p, r in zip(precisions, fastest, strict=True))
+            for p, r in zip(precisions, per_precision, strict=True))
     return line + "."
 
 

@@ -82,6 +82,26 @@ def ratio_table(rows: list[BenchRow], denominator: str) -> dict[tuple[str, str],
     return table
 
 
+def fastest_and_tied(rows: list[BenchRow], reference: BenchRow | None
+                     ) -> tuple[BenchRow, list[tuple[BenchRow, Ratio]]] | None:
+    """The one verdict rule, of the run's report and of `python -m cpubench.compare` alike. Among `rows` (one model,
+    one run), the fastest in the table's column: the ratio to `reference` (ONNX Runtime fp32), else the median when
+    there is none. Then each other row tied with it, with its time over the fastest's paired per rotation: tied when
+    that ratio's interval reaches 1.0, since rotation by rotation the two cannot be told apart. Two rows' intervals
+    against the reference may overlap while their direct paired ratio lies clear of 1.0; that is not a tie."""
+    timed = [r for r in rows if r.timing]
+    if not timed:
+        return None
+
+    def column(row: BenchRow) -> float:
+        ratio = ratio_of(row, reference) if reference is not None else None
+        return row.timing["median"] if ratio is None else ratio.value
+
+    ranked = sorted(timed, key=column)
+    best = ranked[0]
+    return best, [(r, ratio) for r in ranked[1:] if (ratio := ratio_of(r, best)) is not None and ratio.low <= 1.0]
+
+
 def ratios(rows: list[BenchRow], denominator: str) -> dict[tuple[str, str], float]:
     """Just the ratios' values, per (model, variant)."""
     return {key: ratio.value for key, ratio in ratio_table(rows, denominator).items()}

@@ -9,7 +9,7 @@ import pytest
 
 from cpubench.chart import write_chart
 from cpubench.report import table_lines
-from cpubench.results import BenchRow, ratios
+from cpubench.results import BenchRow, fastest_and_tied, ratio_of, ratios
 from cpubench.stats import percentile_stats
 
 
@@ -61,8 +61,31 @@ def test_verdict_says_tied_when_the_interval_reaches_one():
     rows = [BenchRow("m", "onnxruntime", 1, percentile_stats(list(rounds_a.values()), 1), rounds=rounds_a),
             BenchRow("m", "litert", 1, percentile_stats(list(rounds_b.values()), 1), rounds=rounds_b)]
     text = "\n".join(table_lines(rows))
-    assert "**m: tied for fastest:" in text and "their intervals overlap" in text
+    assert "**m: tied for fastest:" in text and "of onnxruntime's time, paired per rotation, an interval that reaches 1.0" \
+        in text
     assert "fastest is" not in text
+
+
+def drifting_pair(step: float) -> list[BenchRow]:
+    """ONNX Runtime with noise of its own, and two variants that drift together, the second `step` times the first
+    in every rotation: against ONNX Runtime their intervals overlap, against each other they are `step` apart."""
+    ort = {r: 0.010 * (1 + 0.15 * ((r * 7919) % 11 - 5) / 5) for r in range(30)}
+    first = {r: 0.009 * (1 + 0.15 * ((r * 104729) % 13 - 6) / 6) for r in range(30)}
+    second = {r: t * step for r, t in first.items()}
+    return [BenchRow("m", name, 1, percentile_stats(list(rounds.values()), 1), rounds=rounds)
+            for name, rounds in (("onnxruntime", ort), ("openvino", first), ("litert", second))]
+
+
+def test_overlapping_intervals_are_no_tie_when_the_paired_ratio_is_clear_of_one():
+    rows = drifting_pair(1.05)
+    column = {(r.model, r.variant): ratio_of(r, rows[0]) for r in rows}
+    assert column[("m", "litert")].low < column[("m", "openvino")].high  # the old rule would say tied
+    text = "\n".join(table_lines(rows))
+    assert "**m: fastest is openvino in fp32" in text and "tied" not in text
+    # The same rows through compare's rule: one fastest, nothing tied.
+    assert fastest_and_tied(rows, rows[0]) == (rows[1], [])
+    best, tied = fastest_and_tied(drifting_pair(1.0), rows[0])
+    assert [r.variant for r, _ in tied] == ["litert" if best.variant == "openvino" else "openvino"]
 
 
 def test_chart_is_a_png(tmp_path):
