@@ -27,9 +27,15 @@ SIZE = 1024  # square float32 matrices: 2 x 1024^3 = 2.15 GFLOP a call, a few ms
 GEMM_FLOPS = 2 * SIZE**3
 # The peak kernel: CHAINS independent accumulators of LANES floats per thread, enough to cover the multiply-add
 # latency (4-5 cycles) on two pipes; 8 lanes is AVX2's width, 16 AVX-512's. Both are built, the faster is timed.
+# They are compared in calls of PEAK_CALL_SECONDS: in calls of a few microseconds the thread pool's wake-up
+# dominates and the kernel doing more work a call looks faster, so an AVX2 CPU could be given 16 lanes, whose 24
+# accumulators do not fit its 16 vector registers and spill (half the rate on an AMD Zen 3).
 CHAINS = 12
 LANE_CHOICES = (8, 16)
 PEAK_CALL_SECONDS = 0.002  # one call's length: short beside a 50 ms round, long beside the thread pool's wake-up
+# A first call per lane count, only to size the calls that are compared: tens of microseconds of work, so the
+# wake-up (about 20 us) makes the sized call no shorter than half of PEAK_CALL_SECONDS.
+PROBE_ITERATIONS = 20000
 
 
 class _Kernel:
@@ -63,19 +69,28 @@ class PeakKernel(_Kernel):
     def load(self, ctx: Any) -> None:
         import tvm
 
+        from .tvm_support import set_runtime_threads
+
+        set_runtime_threads(ctx.threads)  # else TVM's pool may run the parallel loop's iterations on one thread
         cpu = tvm.target.codegen.llvm_get_system_cpu()
         target = tvm.target.Target({"kind": "llvm", "mcpu": cpu, "num-cores": ctx.threads})
-        best = None
+        rates: dict[int, float] = {}
+        kernels = {}
         for lanes in LANE_CHOICES:
-            built = self._build(target, ctx.threads, lanes, iterations=2000)
-            rate = _best_rate(built[0], built[1:3], built[3])
-            if best is None or rate > best[0]:
-                best = (rate, lanes)
-        rate, lanes = best
-        # Iterations for a call of about PEAK_CALL_SECONDS at the rate just measured.
-        iterations = max(100, int(rate * PEAK_CALL_SECONDS / (2 * ctx.threads * CHAINS * lanes)))
-        self._fn, self._a, self._out, self.flops = self._build(target, ctx.threads, lanes, iterations)
-        self._describe(ctx, f"{CHAINS} chains of {lanes}-lane float32 multiply-adds per thread, LLVM -mcpu={cpu}")
+            probe = self._build(target, ctx.threads, lanes, iterations=PROBE_ITERATIONS)
+            rough = _best_rate(probe[0], probe[1:3], probe[3])
+            # Iterations for a call of about PEAK_CALL_SECONDS at the probe's rate (which the wake-up lowers, so
+            # the call comes out no longer than that), then the rate in calls of that length.
+            iterations = max(100, int(rough * PEAK_CALL_SECONDS / (2 * ctx.threads * CHAINS * lanes)))
+            kernels[lanes] = self._build(target, ctx.threads, lanes, iterations)
+            rates[lanes] = _best_rate(kernels[lanes][0], kernels[lanes][1:3], kernels[lanes][3])
+        lanes = max(rates, key=rates.__getitem__)
+        self._fn, self._a, self._out, self.flops = kernels[lanes]
+        others = ", ".join(f"{other} lanes {rates[other] / rates[lanes]:.0%} of that"
+                           for other in LANE_CHOICES if other != lanes)
+        self._describe(ctx, f"{CHAINS} chains of {lanes}-lane float32 multiply-adds per thread ({others}), "
+                            f"LLVM -mcpu={cpu}")
+        ctx.info["lane_rates_gflops"] = {str(k): round(v / 1e9, 1) for k, v in rates.items()}
 
     @staticmethod
     def _build(target: Any, threads: int, lanes: int, iterations: int) -> tuple[Any, Any, Any, int]:

@@ -1,0 +1,82 @@
+"""The yardstick's peak kernel: the lane count it keeps is the one that is faster in calls as long as the ones it
+is timed with, not the one that hides the thread pool's wake-up better in a call of a few microseconds."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from cpubench import yardstick
+from cpubench.yardstick import CHAINS, LANE_CHOICES, PEAK_CALL_SECONDS, PeakKernel
+
+pytest.importorskip("tvm")
+
+
+class _FakeCall:
+    """A built kernel whose call takes `wake_up` seconds plus its multiply-adds at `rate` FLOP/s."""
+
+    def __init__(self, flops: int, rate: float, wake_up: float) -> None:
+        self.seconds = wake_up + flops / rate
+
+
+def test_a_kernel_that_spills_is_not_kept_because_it_hides_the_wake_up_in_a_short_call(monkeypatch):
+    # An AVX2 CPU: 16 lanes need 24 vector registers of its 16 and run at half the rate of 8 lanes (measured on an
+    # AMD Zen 3: 176 GFLOP/s at 8 lanes). A parallel call costs 20 us to wake the thread pool. In a call of 2000
+    # iterations (4 us of work at 8 lanes) the 16-lane kernel, doing twice the work a call, looks faster.
+    rate = {8: 176e9, 16: 88e9}
+    wake_up = 20e-6
+    threads = 2
+
+    def build(target, threads_, lanes, iterations):
+        flops = 2 * threads_ * CHAINS * lanes * iterations
+        return _FakeCall(flops, rate[lanes], wake_up), None, None, flops
+
+    def best_rate(fn, args, flops, calls=30):
+        return flops / fn.seconds
+
+    monkeypatch.setattr(PeakKernel, "_build", staticmethod(build))
+    monkeypatch.setattr(yardstick, "_best_rate", best_rate)
+    short = {lanes: build(None, threads, lanes, 2000) for lanes in LANE_CHOICES}
+    assert short[16][3] / short[16][0].seconds > short[8][3] / short[8][0].seconds  # the trap is real
+
+    kernel, ctx = PeakKernel(), SimpleNamespace(threads=threads, info={})
+    kernel.load(ctx)
+    assert "12 chains of 8-lane" in ctx.info["kernel"], ctx.info["kernel"]
+    assert "16 lanes 5" in ctx.info["kernel"]  # the other choice's rate, as a share of the kept one's
+    assert kernel._fn.seconds >= PEAK_CALL_SECONDS / 2  # the kept call is long beside the wake-up
+
+
+def _rate(fn, args, flops: int, calls: int = 20) -> float:
+    fn(*args)
+    best = float("inf")
+    for _ in range(calls):
+        start = time.perf_counter()
+        fn(*args)
+        best = min(best, time.perf_counter() - start)
+    return flops / best
+
+
+def test_on_this_cpu_the_kept_lane_count_is_the_faster_one_in_calls_of_the_timed_length():
+    threads = min(2, os.cpu_count() or 1)
+    kernel, ctx = PeakKernel(), SimpleNamespace(threads=threads, info={})
+    kernel.load(ctx)
+    kept = int(re.search(r"of (\d+)-lane", ctx.info["kernel"]).group(1))
+    import tvm
+
+    target = tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu(),
+                                "num-cores": threads})
+    kept_rate = _rate(kernel._fn, (kernel._a, kernel._out), kernel.flops)
+    for other in LANE_CHOICES:
+        if other == kept:
+            continue
+        # The same work a call as the kept kernel, so both calls are as long beside the wake-up.
+        iterations = kernel.flops // (2 * threads * CHAINS * other)
+        fn, a, out, flops = PeakKernel._build(target, threads, other, iterations)
+        other_rate = _rate(fn, (a, out), flops)
+        # 16 lanes spill on AVX2 (half the rate) and 8 lanes use half of AVX-512's width: a wrong choice costs
+        # about half, far outside this margin.
+        assert kept_rate >= 0.8 * other_rate, (ctx.info, kept_rate / 1e9, other, other_rate / 1e9)
