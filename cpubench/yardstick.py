@@ -74,16 +74,17 @@ class PeakKernel(_Kernel):
         set_runtime_threads(ctx.threads)  # else TVM's pool may run the parallel loop's iterations on one thread
         cpu = tvm.target.codegen.llvm_get_system_cpu()
         target = tvm.target.Target({"kind": "llvm", "mcpu": cpu, "num-cores": ctx.threads})
-        rates: dict[int, float] = {}
         kernels = {}
         for lanes in LANE_CHOICES:
             probe = self._build(target, ctx.threads, lanes, iterations=PROBE_ITERATIONS)
-            rough = _best_rate(probe[0], probe[1:3], probe[3])
+            rough = _best_rates({lanes: probe}, calls=10)[lanes]
             # Iterations for a call of about PEAK_CALL_SECONDS at the probe's rate (which the wake-up lowers, so
-            # the call comes out no longer than that), then the rate in calls of that length.
+            # the call comes out no longer than that).
             iterations = max(100, int(rough * PEAK_CALL_SECONDS / (2 * ctx.threads * CHAINS * lanes)))
             kernels[lanes] = self._build(target, ctx.threads, lanes, iterations)
-            rates[lanes] = _best_rate(kernels[lanes][0], kernels[lanes][1:3], kernels[lanes][3])
+        # Compared call by call, alternating: the variants may be building beside this worker (--build-jobs), and
+        # a load that comes and goes must fall on both choices alike.
+        rates = _best_rates(kernels)
         lanes = max(rates, key=rates.__getitem__)
         self._fn, self._a, self._out, self.flops = kernels[lanes]
         others = ", ".join(f"{other} lanes {rates[other] / rates[lanes]:.0%} of that"
@@ -129,14 +130,22 @@ class PeakKernel(_Kernel):
         return outputs.numpy()[:8]
 
 
-def _best_rate(fn: Any, args: tuple, flops: int, calls: int = 30) -> float:
+def _call_seconds(fn: Any, args: tuple) -> float:
+    start = time.perf_counter()
     fn(*args)
-    best = float("inf")
+    return time.perf_counter() - start
+
+
+def _best_rates(kernels: dict[int, tuple[Any, Any, Any, int]], calls: int = 30) -> dict[int, float]:
+    """FLOP/s of each built kernel (fn, a, out, flops) in its fastest of `calls` calls, the kernels' calls
+    alternating."""
+    for fn, a, out, _ in kernels.values():
+        fn(a, out)
+    best = dict.fromkeys(kernels, float("inf"))
     for _ in range(calls):
-        start = time.perf_counter()
-        fn(*args)
-        best = min(best, time.perf_counter() - start)
-    return flops / best
+        for key, (fn, a, out, _) in kernels.items():
+            best[key] = min(best[key], _call_seconds(fn, (a, out)))
+    return {key: kernels[key][3] / best[key] for key in kernels}
 
 
 class _Gemm(_Kernel):
