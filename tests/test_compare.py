@@ -117,7 +117,8 @@ def test_ratios_rebuilt_from_benchmark_json_equal_the_runs_own_report():
 def test_intervals_rebuilt_from_either_file_resample_processes_as_the_runs_own_report(source):
     """The Zen 3 run's intervals resample worker processes, then blocks of rotations: rebuilt from either file (the
     process of each round is `round_process` in pytest-benchmark's JSON, `processes` in report.json), every ratio and
-    interval equals the report's. Without the processes, 24 of its 26 intervals came out otherwise."""
+    interval equals the report's. Without the processes, 24 of the 26 intervals of the run of 2026-12-03 came out
+    otherwise."""
     run = load_run(source)
     stored = json.loads((REPO / "docs" / "results_znver3_report.json").read_text())["ratios_vs_onnxruntime"]
     assert any(len(set(row.processes.values())) > 1 for row in run.rows)

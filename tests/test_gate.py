@@ -6,6 +6,7 @@ against the CPU's peak, what --gate-update stores and refuses, and the slowdown 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -349,6 +350,35 @@ def test_the_further_the_thread_count_the_wider_the_band_and_the_lower_the_floor
     # Fewer threads than stored: each core is as busy as before, so the floor is not lowered beyond the margin.
     one = expect(stored, "znver5-1t-b1", ("onnxruntime",))
     assert one.floor.margin == pytest.approx(own_share.margin + gate.OTHER_THREADS_MARGIN)
+
+
+# A quick run at --threads 1 on the 2-core AMD Zen 3 (docs/gate_znver3.txt), each variant's median ratio to ONNX
+# Runtime and ONNX Runtime's share of the 1-thread peak. tvm-tuned is left out: it ran with another tuning log.
+ZEN3_ONE_THREAD = {
+    "efficientnet_lite0": {"torch": 3.65, "torch-compile": 3.69, "torch-compile-int8": 1.00, "onnxruntime-int8": 5.45,
+                           "openvino": 1.03, "openvino-int8": 1.10, "executorch": 1.13, "executorch-int8": 1.36,
+                           "litert": 1.05, "litert-int8": 1.21, "tvm": 24.30, "onnxruntime": 0.61},
+    "resnet18": {"torch": 1.58, "torch-compile": 1.78, "torch-compile-int8": 0.59, "onnxruntime-int8": 0.74,
+                 "openvino": 0.98, "openvino-int8": 0.99, "executorch": 2.48, "executorch-int8": 1.02, "litert": 0.99,
+                 "litert-int8": 0.99, "tvm": 50.00, "onnxruntime": 0.84},
+}
+
+
+@pytest.mark.parametrize("model", sorted(ZEN3_ONE_THREAD))
+def test_the_zen3_at_one_thread_passes_on_its_stored_two_thread_bands(model):
+    # The committed bands, widened for the other thread count, hold an unchanged build measured at 1 thread.
+    data = gate.load_expected(Path(__file__).resolve().parent.parent / "benches" / "ratios.json")
+    measured = ZEN3_ONE_THREAD[model]
+    variants = tuple(measured)
+    found = gate.expectations_for(data, "znver3-1t-b1", model, variants, "none", "avx2", {"resnet18": 3.63,
+                                  "efficientnet_lite0": 0.77}[model], int8_dot_product=False)
+    for variant in variants:
+        if variant == REFERENCE_BACKEND:
+            assert found.floor.origin == "same CPU at 2 threads" and measured[variant] >= found.floor.low
+            continue
+        band = found.ratios[variant]
+        assert band.origin == "same CPU at 2 threads", (variant, band)
+        assert measured[variant] <= band.high, (variant, measured[variant], band.describe())
 
 
 def test_another_cpu_with_the_same_vector_isa_lends_its_slowest_band_times_a_factor():

@@ -160,7 +160,8 @@ def test_parallel_runs_are_refused_only_where_they_reach_benches(tmp_path):
 
 
 # One worker process per variant (ONNX Runtime keeps its three): these runs check order and verdicts, not the spread
-# between processes, and a second ResNet18 PyTorch worker costs 7-16 s to start on a Zen 3 (docs/results_znver3.md).
+# between processes, and a second ResNet18 PyTorch worker costs 7-16 s to start on a Zen 3
+# (docs/results_znver3_2026-12-03.md).
 QUICK = ("--models", "resnet18", "--benchmark-max-time=0.1", "--benchmark-min-rounds=3", "--processes=1")
 
 
