@@ -44,4 +44,6 @@ def test_ratio_gate(suite, model_name, request):
         suite.verdicts.append(f"gate {model_name}: {notice}")
     assert outcome.checked, (f"{model_name}: the gate compared nothing with a band, so it cannot pass: "
                              + "; ".join(outcome.unchecked or ["no variant besides the reference backend"]))
-    assert not outcome.failures, f"gate ({expectations_note}): " + "; ".join(map(str, outcome.failures))
+    load = getattr(getattr(suite, "measurement", None), "load", {}).get(model_name)
+    busy = f" (while it was timed, {load.describe()})" if load is not None and load.busy else ""
+    assert not outcome.failures, f"gate ({expectations_note}): " + "; ".join(map(str, outcome.failures)) + busy

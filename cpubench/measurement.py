@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from . import machine_load
 from .launcher import Launcher
 from .results import REFERENCE_BACKEND
 from .schedule import Schedule, VariantRounds, boundary_cost, interleave
@@ -21,6 +22,7 @@ class Measurement:
         self._schedules: dict[str, Schedule] = {}
         self.boundary: dict[str, dict[str, float]] = {}  # model -> what the process boundary costs (see measure)
         self.timed_with: dict[str, list[str]] = {}  # model -> the other models whose variants shared its rotations
+        self.load: dict[str, machine_load.Load] = {}  # model -> what else ran on the CPUs while it was timed
 
     def measure(self, model: str, variants: list[str], together: dict[str, list[str]] | None = None) -> Schedule:
         """Time every variant of `model` that built, once per session (the first benchmark asks), in the same
@@ -46,9 +48,11 @@ class Measurement:
         boundary = boundary_cost(workers, (WorkerDied, WorkerError))
         timed_models = list(dict.fromkeys(model for model, _ in workers if model))
         always = tuple((model, REFERENCE_BACKEND) for model in plan) + (("", PEAK),)
+        before = machine_load.snapshot()
         joint = interleave(workers, seconds_per_variant=settings.seconds_per_variant, min_rounds=settings.min_rounds,
                            round_seconds=settings.round_ms / 1e3, always=always,
                            sparse=tuple(("", name) for name in GEMMS))
+        load = machine_load.between(before, machine_load.snapshot())
         for model, variants in plan.items():
             rounds = {key[1]: value for key, value in joint.rounds.items() if key[0] in (model, "")}
             for variant in variants:
@@ -59,6 +63,8 @@ class Measurement:
             self._schedules[model] = replace(joint, rounds=rounds, order=order)
             self.boundary[model] = boundary
             self.timed_with[model] = [other for other in timed_models if other != model]
+            if load is not None and workers:
+                self.load[model] = load
         for (model, variant), worker in workers.items():
             if model and joint.rounds[(model, variant)].failure is None:
                 self._record_memory(launcher.build(model, variant).process, worker)

@@ -351,6 +351,10 @@ def context_lines(rows: list[BenchRow], suite) -> list[str]:
                      "paid between rounds and in no sample (each worker times its own calls); the "
                      f"timing loop adds {cost['timer_seconds_per_call'] * 1e6:.2f} µs a call, {share:.3f}% of the "
                      "fastest median")
+    loads = {model: load.describe() for model, load in getattr(measurement, "load", {}).items()}
+    for text in dict.fromkeys(loads.values()):  # models timed together share one line
+        models = [model for model, said in loads.items() if said == text]
+        lines.append(f"- while {' and '.join(models)} {'were' if len(models) > 1 else 'was'} timed: {text}")
     lines.extend(f"- {verdict}" for verdict in getattr(suite, "verdicts", []))
     versions = backend_versions()
     lines.append("- versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
@@ -388,6 +392,8 @@ def write_report(suite, terminalreporter) -> dict[str, Path]:
         "batch_size": suite.settings.batch_size, "image": suite.store.image_path.name,
         "ratios_vs_onnxruntime": {f"{m}-{b}": asdict(v) for (m, b), v in ratio_table(rows, REFERENCE_BACKEND).items()},
         "process_boundary": suite.measurement.boundary if hasattr(suite, "measurement") else {},
+        "machine_load": {model: asdict(load) for model, load in getattr(getattr(suite, "measurement", None), "load",
+                                                                        {}).items()},
         "results": [asdict(r) for r in rows],
     }
     paths["json"].write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")

@@ -48,8 +48,11 @@ def time_in_workers(suite: Any, model: str, log_dir: Path, seconds: float = 2.0)
     """Time the tuned model compiled from `log_dir` (tvm-tuned in a worker of its own) and the yardstick in
     interleaved rounds, as a benchmark run would: the tuner's final number and its ratio, never timed in the
     tuning process. Built, timed, closed. `suite` is the run's SuiteSession."""
+    from dataclasses import asdict
+
     import numpy as np
 
+    from .. import machine_load
     from ..precision import Variant
     from ..results import REFERENCE_BACKEND
     from ..schedule import interleave, paired_ratios
@@ -59,8 +62,10 @@ def time_in_workers(suite: Any, model: str, log_dir: Path, seconds: float = 2.0)
     worker, _ = suite.launcher.start_worker(model, variant.key, tuning_log=str(log_dir), label="just-tuned")
     try:
         yardstick = suite.launcher.timing_runner(model, REFERENCE_BACKEND)
+        before = machine_load.snapshot()
         schedule = interleave({variant.key: worker, REFERENCE_BACKEND: yardstick}, seconds_per_variant=seconds,
                               min_rounds=10, round_seconds=suite.settings.round_ms / 1e3, always=(REFERENCE_BACKEND,))
+        load = machine_load.between(before, machine_load.snapshot())
     finally:
         worker.close()
     tuned, reference = schedule.rounds[variant.key], schedule.rounds[REFERENCE_BACKEND]
@@ -71,4 +76,5 @@ def time_in_workers(suite: Any, model: str, log_dir: Path, seconds: float = 2.0)
     return {"model_ms": float(np.median(tuned.values)) * 1e3, "reference_backend": REFERENCE_BACKEND,
             "reference_ms": float(np.median(reference.values)) * 1e3, "ratio": ratio, "ratio_low": low,
             "ratio_high": high, "timed": f"tvm-tuned and {REFERENCE_BACKEND} in worker processes of their own, "
-                                      f"{schedule.rotations} interleaved rotations"}
+                                      f"{schedule.rotations} interleaved rotations",
+            "machine_load": {**asdict(load), "said": load.describe()} if load else None}

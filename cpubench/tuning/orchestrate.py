@@ -182,7 +182,7 @@ def tune_model(
             "ratio_to_reference": round(timing["ratio"], 3) if timing else
             round(model_ms / reference_ms, 3) if model_ms and reference_ms else None,
             **({"ratio_interval": [round(timing["ratio_low"], 3), round(timing["ratio_high"], 3)],
-                "model_timed": timing["timed"]} if timing else
+                "model_timed": timing["timed"], "machine_load_while_timed": timing.get("machine_load")} if timing else
                {"model_timed": "in the tuning process (time_evaluator), the reference after it" if model_ms
                 else None}),
             "coverage": coverage.summary(),
@@ -196,6 +196,8 @@ def tune_model(
     ms_text = f"{model_ms:.2f} ms" if model_ms is not None else "n/a"
     ratio_text = (f", {metadata['ratio_to_reference']:.2f}x {reference_name} ({reference_ms:.2f} ms)"
                   if metadata["ratio_to_reference"] else "")
+    load = (timing or {}).get("machine_load")
+    load_text = f"; while timed, {load['said']}" if load else ""
     emit(f"[tune {model_name}] stored {destination}: {coverage.summary()}, model latency {ms_text}{ratio_text}, "
-         f"{fmt_duration(time.time() - started)} in all")
+         f"{fmt_duration(time.time() - started)} in all{load_text}")
     return TuneOutcome(destination, metadata)
