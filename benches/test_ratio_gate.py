@@ -39,11 +39,11 @@ def test_ratio_gate(suite, model_name, request):
     except UsageError as exc:
         pytest.fail(str(exc), pytrace=False)
     outcome, expectations_note = suite.judge(model_name, data)
-    suite.verdicts.append(f"gate {model_name}: " + "; ".join(outcome.checked + outcome.unchecked))
+    suite.verdicts.append(f"gate {model_name}: " + "; ".join(outcome.checked + outcome.unchecked_said()))
     for notice in outcome.notices:
         suite.verdicts.append(f"gate {model_name}: {notice}")
     assert outcome.checked, (f"{model_name}: the gate compared nothing with a band, so it cannot pass: "
-                             + "; ".join(outcome.unchecked or ["no variant besides the reference backend"]))
+                             + "; ".join(outcome.unchecked_said() or ["no variant besides the reference backend"]))
     load = getattr(getattr(suite, "measurement", None), "load", {}).get(model_name)
     busy = f" (while it was timed, {load.describe()})" if load is not None and load.busy else ""
     assert not outcome.failures, f"gate ({expectations_note}): " + "; ".join(map(str, outcome.failures)) + busy

@@ -111,6 +111,23 @@ class GateOutcome:
     checked: list[str] = field(default_factory=list)
     unchecked: list[str] = field(default_factory=list)
 
+    def unchecked_said(self) -> list[str]:
+        """`unchecked` as the verdict says it: variants skipped for one reason share one entry (`a, b and c not
+        checked (skipped: ...)`), so a reason said for every bf16 variant of a CPU without bf16 is said once."""
+        skipped = " not checked (skipped: "
+        groups: dict[str, list[str]] = {}
+        for line in self.unchecked:
+            name, sep, why = line.partition(skipped)
+            groups.setdefault(why if sep else line, []).append(name if sep else line)
+        said = []
+        for why, names in groups.items():
+            if names == [why]:  # not a skipped variant
+                said.append(why)
+            else:
+                listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+                said.append(f"{listed}{skipped}{why}")
+        return said
+
 
 def run_gate(model: str, rows: list[BenchRow], expectations: Expectations, selected: tuple[str, ...],
              excused: dict[str, str], floor_shares: list[float], retime: Any = None,

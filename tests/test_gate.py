@@ -253,6 +253,20 @@ def test_a_floor_without_a_measured_peak_fails():
     assert "no share of the peak: the yardstick's peak kernel has no timing" in str(outcome.failures[0])
 
 
+def test_variants_skipped_for_one_reason_are_said_once_in_the_verdict():
+    bf16 = "skipped: this CPU has no native bfloat16 (avx512_bf16 or amx_bf16 missing from /proc/cpuinfo))"
+    outcome = gate_decision.GateOutcome(unchecked=[
+        f"resnet18-torch-bf16 not checked ({bf16}", "resnet18-tvm-int8 not checked (skipped: tvm has no int8 path)",
+        f"resnet18-openvino-bf16 not checked ({bf16}",
+        "resnet18-litert not checked (its worker processes ran at 4.80, 2.22 ms: ...)",
+        f"resnet18-executorch-bf16 not checked ({bf16}"])
+    assert outcome.unchecked_said() == [
+        f"resnet18-torch-bf16, resnet18-openvino-bf16 and resnet18-executorch-bf16 not checked ({bf16}",
+        "resnet18-tvm-int8 not checked (skipped: tvm has no int8 path)",
+        "resnet18-litert not checked (its worker processes ran at 4.80, 2.22 ms: ...)"]
+    assert len(outcome.unchecked) == 5  # the outcome itself keeps one entry a variant
+
+
 def test_a_model_too_small_for_a_flop_floor_says_why_it_is_unchecked():
     tiny = gate.expectations_for({}, "cpu-2t-b1", "tiny", ("onnxruntime", "torch"), "none", "avx2", model_gflop=0.05)
     assert tiny.floor is None and "50 MFLOP a forward pass: too small for a FLOP floor" in tiny.floor_note
