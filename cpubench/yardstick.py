@@ -25,13 +25,17 @@ KERNELS = (PEAK, *GEMMS)
 TORCH_FREE_KERNELS = (PEAK, "gemm-numpy", "gemm-onnxruntime")  # their workers never import torch
 SIZE = 1024  # square float32 matrices: 2 x 1024^3 = 2.15 GFLOP a call, a few ms on the CPUs seen so far
 GEMM_FLOPS = 2 * SIZE**3
-# The peak kernel: CHAINS independent accumulators of LANES floats per thread, enough to cover the multiply-add
-# latency (4-5 cycles) on two pipes; 8 lanes is AVX2's width, 16 AVX-512's. Both are built, the faster is timed.
-# They are compared in calls of PEAK_CALL_SECONDS: in calls of a few microseconds the thread pool's wake-up
-# dominates and the kernel doing more work a call looks faster, so an AVX2 CPU could be given 16 lanes, whose 24
-# accumulators do not fit its 16 vector registers and spill (half the rate on an AMD Zen 3).
+# The peak kernel: CHAINS independent accumulators of `lanes` floats per thread, enough to cover the multiply-add
+# latency (4-5 cycles) on two pipes. The lane count is the target's vector width where its ISA is known (ISA_LANES):
+# 12 accumulators of it fit AVX2's 16 vector registers and AVX-512's 32, where 16 lanes on AVX2 need 24 registers
+# and spill (half the rate on an AMD Zen 3). Timing the choice instead was fragile: beside variants building on the
+# other core (--build-jobs 2) a Zen 3 was once given 16 lanes and a peak of 146 GFLOP/s against its 186-202.
 CHAINS = 12
-LANE_CHOICES = (8, 16)
+ISA_LANES = {"avx512": 16, "avx2": 8, "avx": 8}  # machine.vector_isa's names
+# On any other ISA (SSE only, Arm, RISC-V) these are built and the fastest is kept. They are compared in calls of
+# PEAK_CALL_SECONDS: in calls of a few microseconds the thread pool's wake-up dominates and the kernel doing more
+# work a call looks faster.
+LANE_CHOICES = (4, 8, 16)
 PEAK_CALL_SECONDS = 0.002  # one call's length: short beside a 50 ms round, long beside the thread pool's wake-up
 # A first call per lane count, only to size the calls that are compared: tens of microseconds of work, so the
 # wake-up (about 20 us) makes the sized call no shorter than half of PEAK_CALL_SECONDS.
@@ -74,24 +78,32 @@ class PeakKernel(_Kernel):
         set_runtime_threads(ctx.threads)  # else TVM's pool may run the parallel loop's iterations on one thread
         cpu = tvm.target.codegen.llvm_get_system_cpu()
         target = tvm.target.Target({"kind": "llvm", "mcpu": cpu, "num-cores": ctx.threads})
-        kernels = {}
-        for lanes in LANE_CHOICES:
-            probe = self._build(target, ctx.threads, lanes, iterations=PROBE_ITERATIONS)
-            rough = _best_rates({lanes: probe}, calls=10)[lanes]
-            # Iterations for a call of about PEAK_CALL_SECONDS at the probe's rate (which the wake-up lowers, so
-            # the call comes out no longer than that).
-            iterations = max(100, int(rough * PEAK_CALL_SECONDS / (2 * ctx.threads * CHAINS * lanes)))
-            kernels[lanes] = self._build(target, ctx.threads, lanes, iterations)
-        # Compared call by call, alternating: the variants may be building beside this worker (--build-jobs), and
-        # a load that comes and goes must fall on both choices alike.
-        rates = _best_rates(kernels)
-        lanes = max(rates, key=rates.__getitem__)
-        self._fn, self._a, self._out, self.flops = kernels[lanes]
-        others = ", ".join(f"{other} lanes {rates[other] / rates[lanes]:.0%} of that"
-                           for other in LANE_CHOICES if other != lanes)
-        self._describe(ctx, f"{CHAINS} chains of {lanes}-lane float32 multiply-adds per thread ({others}), "
+        isa = target_vector_isa(cpu)
+        if isa in ISA_LANES:
+            lanes = ISA_LANES[isa]
+            self._fn, self._a, self._out, self.flops = self._sized(target, ctx.threads, lanes)
+            why = f"{isa}'s width"
+        else:
+            kernels = {lanes: self._sized(target, ctx.threads, lanes) for lanes in LANE_CHOICES}
+            # Compared call by call, alternating: the variants may be building beside this worker (--build-jobs),
+            # and a load that comes and goes must fall on both choices alike.
+            rates = _best_rates(kernels)
+            lanes = max(rates, key=rates.__getitem__)
+            self._fn, self._a, self._out, self.flops = kernels[lanes]
+            why = f"the fastest on {isa}: " + ", ".join(f"{other} lanes {rates[other] / rates[lanes]:.0%} of it"
+                                                       for other in LANE_CHOICES if other != lanes)
+            ctx.info["lane_rates_gflops"] = {str(k): round(v / 1e9, 1) for k, v in rates.items()}
+        self._describe(ctx, f"{CHAINS} chains of {lanes}-lane float32 multiply-adds per thread ({why}), "
                             f"LLVM -mcpu={cpu}")
-        ctx.info["lane_rates_gflops"] = {str(k): round(v / 1e9, 1) for k, v in rates.items()}
+
+    @classmethod
+    def _sized(cls, target: Any, threads: int, lanes: int) -> tuple[Any, Any, Any, int]:
+        """The kernel of `lanes` lanes built for a call of about PEAK_CALL_SECONDS at a probe's rate (which the
+        wake-up lowers, so the call comes out no longer than that)."""
+        probe = cls._build(target, threads, lanes, iterations=PROBE_ITERATIONS)
+        rough = _best_rates({lanes: probe}, calls=10)[lanes]
+        iterations = max(100, int(rough * PEAK_CALL_SECONDS / (2 * threads * CHAINS * lanes)))
+        return cls._build(target, threads, lanes, iterations)
 
     @staticmethod
     def _build(target: Any, threads: int, lanes: int, iterations: int) -> tuple[Any, Any, Any, int]:
@@ -128,6 +140,17 @@ class PeakKernel(_Kernel):
 
     def to_numpy(self, outputs: Any) -> np.ndarray:
         return outputs.numpy()[:8]
+
+
+def target_vector_isa(cpu: str) -> str:
+    """The vector ISA (machine.vector_isa's name) of the code LLVM makes for `cpu`, or `unknown`."""
+    from .machine import cpu_profile
+
+    try:
+        profile = cpu_profile(cpu)
+    except Exception:  # LLVM cannot describe it: the lane count is timed
+        profile = None
+    return profile.vector_isa if profile is not None else "unknown"
 
 
 def _call_seconds(fn: Any, args: tuple) -> float:
