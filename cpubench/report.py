@@ -8,6 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from . import phases
 from .images import describe_class
 from .machine import summary as machine_summary
 from .models import preprocessing_note
@@ -120,9 +121,10 @@ PROCESS_SPREAD_NOTES = {
 }
 
 
-def speed_lines(rows: list[BenchRow]) -> list[str]:
-    """What the table's per-call columns mean, and a line for each variant whose calls fall into two speeds or whose
-    worker processes ran at different speeds (by more than PROCESS_SPREAD_FLAG)."""
+def speed_lines(rows: list[BenchRow], phases: dict[tuple[str, str], Any] | None = None) -> list[str]:
+    """What the table's per-call columns mean, and a line for each variant whose calls fall into two speeds (with
+    whether its slow rounds came with the other variants', from `phases`: phases.of_rows of the run) or whose worker
+    processes ran at different speeds (by more than PROCESS_SPREAD_FLAG)."""
     from .stats import STALL_FACTOR, TAIL_CALLS
 
     lines = [f"Per call: percentiles of single timed calls (* under {TAIL_CALLS} calls: p99 is then the slowest call "
@@ -131,8 +133,14 @@ def speed_lines(rows: list[BenchRow]) -> list[str]:
         modes = r.context.get("modes")
         if modes:
             speeds = ", ".join(f"{ms:.2f} ms {share:.0%}" for ms, share in modes)
+            found = (phases or {}).get((r.model, r.variant))
+            whose = "" if found is None else (
+                f"; its slow rounds came with the other variants' ({found.said()}): the machine's slow phases"
+                if found.with_machine else
+                f"; whether its slow rounds came with the other variants' is not clear from its rounds "
+                f"({found.said()}; chance gives as much in {found.p:.0%} of shifts)")
             lines.append(f"- **{r.label} ({r.precision}) has two speeds: {speeds}**; its median "
-                         f"({r.ms('median'):.2f} ms) mixes them and is no typical call")
+                         f"({r.ms('median'):.2f} ms) mixes them and is no typical call{whose}")
         medians = r.context.get("process_medians_ms") or []
         if len(medians) > 1 and max(medians) / min(medians) - 1 > PROCESS_SPREAD_FLAG:
             lines.append(f"- **{r.label} ({r.precision}) ran at different speeds in its worker processes: "
@@ -199,6 +207,7 @@ def table_lines(rows: list[BenchRow]) -> list[str]:
     """Markdown tables, two per model (speed; what its own process cost), backends in the suite's order."""
     speedup = ratio_table(rows, SPEEDUP_BASELINE)
     vs_ort = ratio_table(rows, REFERENCE_BACKEND)
+    coincidences = phases.of_rows(rows)
     lines: list[str] = []
     for model in dict.fromkeys(r.model for r in rows):
         ordered = sorted((r for r in rows if r.model == model), key=_backend_order)
@@ -234,7 +243,7 @@ def table_lines(rows: list[BenchRow]) -> list[str]:
         if at_once > 1:
             lines += ["", f"Cold start and build were measured {at_once} variants at a time (--build-jobs {at_once}), "
                           "not alone: they are longer than a build on an idle machine."]
-        lines += [""] + speed_lines(ordered) + ["", verdict_line(rows, model), ""]
+        lines += [""] + speed_lines(ordered, coincidences) + ["", verdict_line(rows, model), ""]
     return lines
 
 
@@ -336,6 +345,8 @@ def context_lines(rows: list[BenchRow], suite) -> list[str]:
         lines.append(stalls)
     if shared := shared_speeds_line(rows):
         lines.append(shared)
+    if slow_phases := phases.run_line(rows):
+        lines.append(slow_phases)
     measurement = getattr(suite, "measurement", None)  # None: a report made from a results file
     for model, cost in (measurement.boundary if measurement else {}).items():
         timed = [r.timing["median"] for r in rows if r.model == model and r.timing]
