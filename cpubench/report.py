@@ -121,10 +121,10 @@ PROCESS_SPREAD_NOTES = {
 }
 
 
-def speed_lines(rows: list[BenchRow], phases: dict[tuple[str, str], Any] | None = None) -> list[str]:
+def speed_lines(rows: list[BenchRow], coincidences: dict[tuple[str, str], Any] | None = None) -> list[str]:
     """What the table's per-call columns mean, and a line for each variant whose calls fall into two speeds (with
-    whether its slow rounds came with the other variants', from `phases`: phases.of_rows of the run) or whose worker
-    processes ran at different speeds (by more than PROCESS_SPREAD_FLAG)."""
+    whether its slow rounds came with the other variants', from `coincidences`: phases.of_rows of the run) or whose
+    worker processes ran at different speeds (by more than PROCESS_SPREAD_FLAG)."""
     from .stats import STALL_FACTOR, TAIL_CALLS
 
     lines = [f"Per call: percentiles of single timed calls (* under {TAIL_CALLS} calls: p99 is then the slowest call "
@@ -133,7 +133,7 @@ def speed_lines(rows: list[BenchRow], phases: dict[tuple[str, str], Any] | None 
         modes = r.context.get("modes")
         if modes:
             speeds = ", ".join(f"{ms:.2f} ms {share:.0%}" for ms, share in modes)
-            found = (phases or {}).get((r.model, r.variant))
+            found = (coincidences or {}).get((r.model, r.variant))
             whose = "" if found is None else (
                 f"; its slow rounds came with the other variants' ({found.said()}): the machine's slow phases"
                 if found.with_machine else
