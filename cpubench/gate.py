@@ -40,6 +40,14 @@ MARGIN_PER_SPREAD = 1.5
 MIN_MARGIN = 0.10
 MAX_MARGIN = 0.30
 MIN_RUNS = 3
+# Runs stored on one day come from one host, and a machine of the same LLVM CPU name on another host runs at other
+# ratios. Two AMD EPYC Zen 3 hosts, full runs four days apart (the code changed between them too): ratios to ONNX
+# Runtime moved by up to 14% (torch.compile, ExecuTorch, int8), PyTorch eager's by 23%, ONNX Runtime's share of the
+# peak by 17% (ResNet18) and 28% (EfficientNet-Lite0) (docs/results_znver3.json, docs/results_znver3_2026-12-03.json).
+# So a band whose runs were all stored on one day keeps MAX_MARGIN, as if it had fewer than MIN_RUNS, until runs of
+# another day join them. Three Zen 4 runs an hour apart held ONNX Runtime's ResNet18 at 90-91% of the peak: with
+# MIN_MARGIN its floor was 82%, which a host 17% lower in that share would fail on an unchanged build.
+ONE_DAY = "stored_on"
 MAX_RUNS = 10  # runs kept per variant: the newest
 # Where the band was not measured on this machine and thread count, it widens by what moves ratios between them.
 # Same CPU, other thread count: OTHER_THREADS_MARGIN more for every doubling or halving of the threads (README,
@@ -79,6 +87,7 @@ class Band:
     margin: float
     origin: str  # "own", "same CPU at 2 threads", "other CPUs", "default", ...
     runs: int = 0
+    one_day: bool = False  # every stored run was stored on one day: widened to MAX_MARGIN (see ONE_DAY)
 
     @property
     def high(self) -> float:
@@ -89,7 +98,8 @@ class Band:
         return self.expected / (1 + self.margin)
 
     def describe(self) -> str:
-        return f"[{self.low:.3g}, {self.high:.3g}] ({self.origin}{f', {self.runs} runs' if self.runs else ''})"
+        runs = f", {self.runs} runs{' stored on one day' if self.one_day else ''}" if self.runs else ""
+        return f"[{self.low:.3g}, {self.high:.3g}] ({self.origin}{runs})"
 
 
 @dataclass(frozen=True)
@@ -131,11 +141,20 @@ def machine_spread(entry: dict[str, Any], model: str) -> float:
     return statistics.median(spreads) if spreads else 0.0
 
 
-def band_from_runs(runs: list[float], origin: str = "own", typical_spread: float = 0.0) -> Band:
-    """A band from stored runs: their median, and a margin from their spread or the machine's, if larger."""
+def stored_on_one_day(entry: dict[str, Any]) -> bool:
+    """Whether every run of a machine's entry was stored on one day (`stored_on`, which `update` keeps). An entry
+    from before it was kept says nothing and is not widened."""
+    days = entry.get("stored_on")
+    return isinstance(days, list) and len(set(days)) == 1
+
+
+def band_from_runs(runs: list[float], origin: str = "own", typical_spread: float = 0.0,
+                   one_day: bool = False) -> Band:
+    """A band from stored runs: their median, and a margin from their spread or the machine's, if larger;
+    MAX_MARGIN for fewer than MIN_RUNS runs or runs all stored on one day (ONE_DAY)."""
     expected = statistics.median(runs)
-    if len(runs) < MIN_RUNS:
-        return Band(expected, MAX_MARGIN, origin, len(runs))
+    if len(runs) < MIN_RUNS or one_day:
+        return Band(expected, MAX_MARGIN, origin, len(runs), one_day and len(runs) >= MIN_RUNS)
     spread = max(spread_of(runs), typical_spread)
     factor = MARGIN_PER_SPREAD + MARGIN_PER_SPREAD / len(runs)
     return Band(expected, min(MAX_MARGIN, max(MIN_MARGIN, factor * spread)), origin, len(runs))
@@ -207,10 +226,11 @@ def expectations_for(data: dict[str, Any], key: str, model: str, variants: tuple
 
     def lookup(kind: str, variant: str, int8_own_cpu_only: bool) -> Band | None:
         if runs := _runs(own, model, kind, variant):
-            return band_from_runs(runs, typical_spread=machine_spread(own, model))
+            return band_from_runs(runs, typical_spread=machine_spread(own, model), one_day=stored_on_one_day(own))
         for octaves, name in same_cpu:
             if runs := _runs(machines[name], model, kind, variant):
-                band = band_from_runs(runs, typical_spread=machine_spread(machines[name], model))
+                band = band_from_runs(runs, typical_spread=machine_spread(machines[name], model),
+                                      one_day=stored_on_one_day(machines[name]))
                 margin = band.margin + OTHER_THREADS_MARGIN * octaves
                 stored_threads = split_key(name)[1]
                 if kind == "peak_share" and here[1] > stored_threads:
@@ -274,15 +294,21 @@ def update(path: Path, key: str, rows: list[BenchRow], context: dict[str, Any]) 
 
     data = load_expected(path)
     entry = data["machines"].setdefault(key, {})
-    entry.update({"updated": time.strftime("%Y-%m-%d"), **context})
+    today = time.strftime("%Y-%m-%d")
+    # The days runs were stored on: an entry from before they were kept counts its last update as one of them.
+    days = entry.get(ONE_DAY) or ([entry["updated"]] if entry.get("updated") and entry.get("models") else [])
+    one_day_before = stored_on_one_day(entry)
+    entry.update({"updated": today, ONE_DAY: sorted({*days, today}), **context})
+    one_day_after = stored_on_one_day(entry)
     models = entry.setdefault("models", {})
     changes: list[str] = []
 
     def add(model: str, kind: str, variant: str, value: float) -> None:
         stored = models.setdefault(model, {}).setdefault(kind, {}).setdefault(variant, {"runs": []})
-        old = band_from_runs(stored["runs"], typical_spread=machine_spread(entry, model)) if stored["runs"] else None
+        old = band_from_runs(stored["runs"], typical_spread=machine_spread(entry, model),
+                             one_day=one_day_before) if stored["runs"] else None
         stored["runs"] = [*stored["runs"], round(value, 4)][-MAX_RUNS:]
-        new = band_from_runs(stored["runs"], typical_spread=machine_spread(entry, model))
+        new = band_from_runs(stored["runs"], typical_spread=machine_spread(entry, model), one_day=one_day_after)
         what = "share of the peak" if kind == "peak_share" else f"x {REFERENCE_BACKEND}"
         changes.append(f"{model}-{variant} ({what}): {old.describe() if old else 'none'} -> {new.describe()}")
 

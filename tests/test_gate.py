@@ -318,6 +318,53 @@ def test_a_variant_whose_runs_happen_to_agree_is_held_to_the_machines_typical_sp
     assert found.ratios["litert"].margin == pytest.approx(0.24)
 
 
+def test_runs_stored_on_one_day_keep_the_widest_band_until_another_days_join_them():
+    # One day is one host: another host of the same CPU name moved ratios by up to 23% and ONNX Runtime's share of the
+    # peak by up to 28% (two Zen 3 hosts; cpubench/gate.py, ONE_DAY).
+    tight = {"litert": [1.07, 1.064, 1.07]}
+    one_day = expect({"znver4-2t-b1": stored_machine(tight, stored_on=["2026-12-07"])}, "znver4-2t-b1", ("litert",))
+    assert one_day.ratios["litert"].margin == gate.MAX_MARGIN
+    assert "(own, 3 runs stored on one day)" in one_day.ratios["litert"].describe()
+    assert one_day.own == {"litert"}  # still its own band
+    two_days = expect({"znver4-2t-b1": stored_machine(tight, stored_on=["2026-12-07", "2026-12-09"])}, "znver4-2t-b1",
+                      ("litert",))
+    assert two_days.ratios["litert"].margin == gate.MIN_MARGIN
+    unknown = expect({"znver4-2t-b1": stored_machine(tight)}, "znver4-2t-b1", ("litert",))
+    assert unknown.ratios["litert"].margin == gate.MIN_MARGIN  # an entry from before days were kept: as it was
+
+
+def test_the_committed_zen4_entry_lets_another_hosts_share_of_the_peak_through_and_catches_1_5x():
+    # Its three runs, an hour apart, read ONNX Runtime's ResNet18 at 90-91% of the peak. A host 17% lower in that
+    # share (as the Zen 3's second host was) must pass; ONNX Runtime made 1.5x slower must not.
+    data = gate.load_expected(Path(__file__).resolve().parent.parent / "benches" / "ratios.json")
+    stored = data["machines"]["znver4-2t-b1"]["models"]["resnet18"]["peak_share"]["onnxruntime"]["runs"]
+    floor = gate.expectations_for(data, "znver4-2t-b1", "resnet18", ("litert",), "avx512_bf16", "avx512", 3.63).floor
+    typical = sorted(stored)[1]
+    assert floor.low < typical / 1.17
+    assert floor.low > typical / 1.5
+
+
+def test_an_update_keeps_the_days_runs_were_stored_on(tmp_path):
+    file = tmp_path / "ratios.json"
+    rows = rows_of("resnet18", {"torch": around(2.0)})
+    gate.update(file, "cpu-2t-b1", rows, {"threads": 2})
+    gate.update(file, "cpu-2t-b1", rows, {"threads": 2})
+    entry = json.loads(file.read_text())["machines"]["cpu-2t-b1"]
+    assert entry["stored_on"] == [entry["updated"]]  # twice today: one day
+    # An entry from before the days were kept counts its last update as one of them.
+    data = json.loads(file.read_text())
+    del data["machines"]["cpu-2t-b1"]["stored_on"]
+    data["machines"]["cpu-2t-b1"]["updated"] = "2026-11-25"
+    file.write_text(json.dumps(data))
+    lines = gate.update(file, "cpu-2t-b1", rows, {"threads": 2})
+    entry = json.loads(file.read_text())["machines"]["cpu-2t-b1"]
+    assert entry["stored_on"] == ["2026-11-25", entry["updated"]]
+    assert lines[0].endswith("(own, 3 runs)")  # two days: its spread decides, not MAX_MARGIN
+    gate.update(file, "one-2t-b1", rows, {"threads": 2})
+    gate.update(file, "one-2t-b1", rows, {"threads": 2})
+    assert gate.update(file, "one-2t-b1", rows, {"threads": 2})[0].endswith("(own, 3 runs stored on one day)")
+
+
 def stored_machine(runs: dict[str, list[float]], peak_share: list[float] | None = None, model: str = "resnet18",
                    **info) -> dict:
     """A stored machine entry in the current format."""
