@@ -144,7 +144,7 @@ def machine_spread(entry: dict[str, Any], model: str) -> float:
 def stored_on_one_day(entry: dict[str, Any]) -> bool:
     """Whether every run of a machine's entry was stored on one day (`stored_on`, which `update` keeps). An entry
     from before it was kept says nothing and is not widened."""
-    days = entry.get("stored_on")
+    days = entry.get(ONE_DAY)
     return isinstance(days, list) and len(set(days)) == 1
 
 

@@ -89,28 +89,6 @@ def stall_line(rows: list[BenchRow], resume_ms: float = 10.0) -> str | None:
             f"{late[0] / late[1]:.1%}")
 
 
-# When at least this share of a run's timed variants, from at least SHARED_SPEEDS_RUNTIMES runtimes, have two speeds,
-# the run says the pattern is shared: runtimes with nothing in common but the machine (docs/design.md, the Zen 3).
-SHARED_SPEEDS_SHARE = 0.5
-SHARED_SPEEDS_RUNTIMES = 3
-
-
-def shared_speeds_line(rows: list[BenchRow]) -> str | None:
-    """One line when two speeds are the rule of the run rather than one variant's trait: how many variants of how
-    many runtimes, and the range of their slow speeds and shares."""
-    timed = [r for r in rows if r.context.get("calls")]
-    two = [r for r in timed if r.context.get("modes")]
-    runtimes = {r.variant.removesuffix(f"-{r.precision}") for r in two}
-    if not timed or len(two) < SHARED_SPEEDS_SHARE * len(timed) or len(runtimes) < SHARED_SPEEDS_RUNTIMES:
-        return None
-    factors = [r.context["modes"][-1][0] / r.context["modes"][0][0] for r in two]
-    shares = [r.context["modes"][-1][1] for r in two]
-    return (f"- **two speeds in {len(two)} of {len(timed)} timed variants, from {len(runtimes)} runtimes**: their "
-            f"slow speed {min(factors):.1f}-{max(factors):.1f}x the fast one, for {min(shares):.0%}-{max(shares):.0%} "
-            "of calls. Runtimes that share nothing but this machine share it, so it points at the machine (other "
-            "work on it or on its host), not at any of them; their ratios pair rounds timed close together either way")
-
-
 # A variant whose worker processes' medians differ by more than this is said so under the table.
 PROCESS_SPREAD_FLAG = 0.10
 # What is known of a backend whose speed differs from process to process (docs/design.md#pytorch-eager).
@@ -343,8 +321,6 @@ def context_lines(rows: list[BenchRow], suite) -> list[str]:
     stalls = stall_line(rows)
     if stalls:
         lines.append(stalls)
-    if shared := shared_speeds_line(rows):
-        lines.append(shared)
     if slow_phases := phases.run_line(rows):
         lines.append(slow_phases)
     measurement = getattr(suite, "measurement", None)  # None: a report made from a results file

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cpubench.report import shared_speeds_line, speed_lines, stall_line, table_lines
+from cpubench.report import speed_lines, stall_line, table_lines
 from cpubench.results import BenchRow, ratio_of
 from cpubench.stats import STALL_FACTOR, call_stats, median_interval, percentile_stats
 
@@ -119,21 +119,3 @@ def test_a_p99_from_few_calls_says_so():
     rows = [BenchRow("m", "onnxruntime", 1, percentile_stats([0.009] * 5, 1),
                      {**context([[9.0] * 5 for _ in range(5)]), "precision": "fp32"}, {r: 0.009 for r in range(5)})]
     assert "(25)" in "\n".join(table_lines(rows)) and "* under 100 calls" in speed_lines(rows)[0]
-
-
-def test_two_speeds_shared_by_most_variants_of_several_runtimes_are_called_the_machines():
-    def row(variant, modes):
-        return BenchRow("m", variant, 1, percentile_stats([0.009] * 5, 1),
-                        {**context([[9.0] * 5 for _ in range(5)]), "precision": "fp32", "modes": modes},
-                        {r: 0.009 for r in range(5)})
-
-    slow = [[9.0, 0.85], [13.5, 0.15]]
-    rows = [row("onnxruntime", slow), row("openvino", [[10.0, 0.8], [19.0, 0.2]]), row("litert", slow),
-            row("torch", None)]
-    line = shared_speeds_line(rows)
-    assert line.startswith("- **two speeds in 3 of 4 timed variants, from 3 runtimes**")
-    assert "slow speed 1.5-1.9x the fast one, for 15%-20% of calls" in line and "points at the machine" in line
-    assert shared_speeds_line(rows[1:]) is None  # two runtimes: could be theirs
-    more = [row("executorch", None), row("tvm-tuned", None), row("torch-compile", None)]
-    assert shared_speeds_line([*rows, *more[:2]]) is not None  # 3 of 6: half
-    assert shared_speeds_line([*rows, *more]) is None  # 3 of 7: fewer than half
