@@ -34,6 +34,9 @@ class FlopCount:
     total: int
     winograd_eligible: int
     unknown: list[str] = field(default_factory=list)  # counted nodes without shapes; onnx_flops returns None then
+    # Of `total`, the multiply-adds of convolutions whose input tap falls on zero padding: counted, as every FLOP
+    # counter does, but a convolution that computes only the valid taps (oneDNN's brgemm convolutions) skips them.
+    padding: int = field(default=0, compare=False)  # tested apart; equal counts are equal FLOPs
 
     @property
     def winograd_share(self) -> float:
@@ -63,6 +66,12 @@ def onnx_flops(path: str | Path, input_shapes: Mapping[str, Sequence[int]] | Non
     except Exception:  # protobuf, onnx and OS errors of all kinds mean the same here: no count
         return None
     return None if count.unknown else count
+
+
+def padding_allowance(count: FlopCount) -> float:
+    """How much faster than its counted FLOPs allow a convolution that skips the padded taps may run: the counted
+    FLOPs over those that remain (ResNet18: 7.4% of its counted FLOPs fall on padding, EfficientNet-Lite0: 1.0%)."""
+    return count.total / (count.total - count.padding) if count.total > count.padding else 1.0
 
 
 def winograd_allowance(count: FlopCount) -> float:
@@ -102,7 +111,7 @@ def _count(graph: onnx.GraphProto) -> FlopCount:
         dims = types.get(name, (0, None))[1] if name else None
         return None if dims is None or None in dims else tuple(int(d) for d in dims if d is not None)
 
-    total = eligible = 0
+    total = eligible = padding = 0
     unknown: list[str] = []
     for index, node in enumerate(graph.node):
         name = node.name or f"{node.op_type}#{index}"
@@ -118,7 +127,8 @@ def _count(graph: onnx.GraphProto) -> FlopCount:
         total += 2 * macs
         if _winograd_eligible(node, types, constants, shape):
             eligible += 2 * macs
-    return FlopCount(total, eligible, unknown)
+        padding += 2 * (macs - _valid_macs(node, shape, macs))
+    return FlopCount(total, eligible, unknown, padding)
 
 
 def _value_types(graph: onnx.GraphProto) -> dict[str, tuple[int, tuple[int | None, ...] | None]]:
@@ -191,6 +201,28 @@ def _macs(node: onnx.NodeProto, shape: Callable[[str], Shape | None]) -> int | N
     # broadcast batch dims and 1-D operands, is a dot product over A's last dim.
     a, y = shape(node.input[0]), shape(node.output[0])
     return None if a is None or y is None or not a else math.prod(y) * a[-1]
+
+
+def _valid_macs(node: onnx.NodeProto, shape: Callable[[str], Shape | None], macs: int) -> int:
+    """A Conv's multiply-adds whose input tap lies inside the input map (not on padding); `macs` for every other
+    node, and for a Conv whose padding is not given as explicit `pads` (or absent)."""
+    if node.op_type != "Conv":
+        return macs
+    attrs = _attrs(node)
+    auto_pad = attrs.get("auto_pad", b"NOTSET")
+    if (auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad) != "NOTSET":
+        return macs
+    x, w, y = shape(node.input[0]), shape(node.input[1]), shape(node.output[0])
+    dims = len(w) - 2
+    pads = list(attrs.get("pads", [0] * 2 * dims))
+    strides = list(attrs.get("strides", [1] * dims))
+    dilations = list(attrs.get("dilations", [1] * dims))
+    valid = y[0] * y[1] * w[1]  # batch x Cout x Cin/group
+    for i in range(dims):
+        size, kernel, begin = x[2 + i], w[2 + i], pads[i]
+        valid *= sum(1 for o in range(y[2 + i]) for k in range(kernel)
+                     if 0 <= o * strides[i] - begin + k * dilations[i] < size)
+    return valid
 
 
 def _winograd_eligible(node: onnx.NodeProto, types: Mapping[str, tuple[int, tuple[int | None, ...] | None]],

@@ -109,6 +109,13 @@ class ModelStore:
         count = self.flop_count(name)
         return count.total if count is not None and count.total else None
 
+    def padding_allowance(self, name: str) -> float:
+        """How much faster than its counted FLOPs allow a convolution that skips padded taps may run."""
+        from .flops import padding_allowance
+
+        count = self.flop_count(name)
+        return padding_allowance(count) if count is not None and count.total else 1.0
+
     def winograd_allowance(self, name: str) -> float:
         """How much faster than its direct FLOPs allow a Winograd build of this model may plausibly run."""
         from .flops import winograd_allowance

@@ -218,6 +218,7 @@ def efficiency_context(suite: SuiteSession, model: str, rounds: dict[int, float]
     peak = rate_gflops(kernels[PEAK]["flops_per_call"], timed[PEAK])
     context: dict[str, Any] = {
         "model_gflop": round(flops / 1e9, 3), "winograd_allowance": round(suite.store.winograd_allowance(model), 3),
+        "padding_allowance": round(suite.store.padding_allowance(model), 3),
         "cpu_peak_gflops": round(peak[0], 1), "cpu_peak_gflops_low": round(peak[1], 1),
         "cpu_peak_gflops_high": round(peak[2], 1),
         "peak_share": round(share.value, 4), "peak_share_low": round(share.low, 4),

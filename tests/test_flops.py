@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 from torch.utils.flop_counter import FlopCounterMode
 
 from cpubench import flops, winograd
-from cpubench.flops import FlopCount, onnx_flops, winograd_allowance
+from cpubench.flops import FlopCount, onnx_flops, padding_allowance, winograd_allowance
 from cpubench.models import BuiltModel
 from cpubench.onnx_export import export_onnx
 
@@ -95,6 +95,8 @@ WINOGRAD_CASES = [
 def test_conv_counts_every_multiply_add(tmp_path):
     count = onnx_flops(conv_model(tmp_path / "conv.onnx", cin=3))
     assert count == FlopCount(total=2 * 8 * 32 * 32 * 3 * 3 * 3, winograd_eligible=2 * 8 * 32 * 32 * 3 * 3 * 3)
+    # Of each row's 32 x 3 (output, tap) pairs, 94 lie inside the map: padding 1 takes one tap at each edge.
+    assert count.padding == 2 * 8 * 3 * (96 * 96 - 94 * 94)
     assert winograd_allowance(count) == pytest.approx(1 / winograd.MULTIPLY_SHARE)
 
 
@@ -237,6 +239,24 @@ def test_file_based_shape_inference_for_large_models(tmp_path, monkeypatch):
     monkeypatch.setattr(flops, "_PROTOBUF_LIMIT", 0)
     direct = 2 * 8 * 32 * 32 * 3 * 9
     assert onnx_flops(conv_model(tmp_path / "conv.onnx", cin=3)) == FlopCount(direct, direct)
+
+
+@pytest.mark.parametrize("kwargs, valid_per_dim", [
+    ({}, 10),  # 4 outputs x 3 taps, padding 1: the edge outputs lose one tap each
+    ({"pads": [0, 0, 0, 0]}, None),  # no padding: 2 outputs x 3 taps, all inside
+    ({"pads": [1, 1, 1, 1], "strides": [2, 2]}, 5),  # outputs 0 and 1 of a 4-wide map at stride 2: 2 + 3 taps
+    ({"pads": [2, 2, 2, 2], "dilations": [2, 2]}, 8),  # taps 2 apart: the edge outputs lose one each
+    ({"auto_pad": "SAME_UPPER"}, None),  # padding not spelled out: not counted
+])
+def test_taps_on_padding_are_counted_apart(tmp_path, kwargs, valid_per_dim):
+    count = onnx_flops(conv_model(tmp_path / "conv.onnx", hw=(4, 4), cin=4, cout=8, **kwargs))
+    macs = count.total // 2
+    if valid_per_dim is None:
+        assert count.padding == 0 and padding_allowance(count) == 1.0
+    else:
+        valid = 8 * 4 * valid_per_dim**2
+        assert count.padding == 2 * (macs - valid)
+        assert padding_allowance(count) == pytest.approx(macs / valid)
 
 
 def test_winograd_allowance():

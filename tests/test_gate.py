@@ -519,6 +519,20 @@ def test_a_peak_slowed_by_another_load_makes_nothing_implausible():
     assert implausible(cheating) == [("litert", "implausible")]
 
 
+def test_a_convolution_that_skips_padded_taps_is_allowed_what_they_cost_and_no_more():
+    # OpenVINO's ResNet18 at one thread on a Zen 4 read 100.4% of the peak kernel's fastest rounds with direct
+    # (brgemm) convolutions: 7.4% of the counted FLOPs fall on padding, which they skip.
+    for share, expected in ((1.004, []), (1.07, []), (1.2, [("openvino", "implausible")])):
+        rows = rows_of("resnet18", {"openvino": around(0.9)},
+                       {REFERENCE_BACKEND: shares(0.6),
+                        "openvino": shares(0.9, best_peak_share=share, padding_allowance=1.08)})
+        assert implausible(rows) == expected, share
+    assert gate_decision.implausible_ceiling(rows[1]) == pytest.approx(1.08)
+    both = BenchRow("m", "tvm-tuned", 1, None, {"tvm_lowering": "winograd", "winograd_allowance": 2.0,
+                                                "padding_allowance": 1.1})
+    assert gate_decision.implausible_ceiling(both) == pytest.approx(2.2)
+
+
 def test_winograd_is_allowed_what_it_saves_and_no_more_and_direct_builds_nothing():
     allowance = {"winograd_allowance": 2.25}
     for share, lowering, expected in ((2.0, "winograd", []), (3.0, "winograd", [("tvm-tuned", "implausible")]),
